@@ -1,0 +1,186 @@
+"""Start and stop a real single-node Apache Kafka broker (KRaft) from the jars Maven resolved.
+
+Used by the Makefile (`make kafka`, `make kafka-stop`) and by tests that need a broker of
+their own (the chaos test restarts one). A broker is started only when none answers on its
+port, and `stop` only stops a broker whose PID file this module wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBS = ROOT / ".cache" / "kafka" / "libs"
+POM = ROOT / "infra" / "kafka" / "pom.xml"
+LOG4J = ROOT / "infra" / "kafka" / "log4j2.properties"
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """Where one broker listens and keeps its data, PID and log."""
+
+    port: int = 9092
+    controller_port: int = 9093
+    data_dir: Path = ROOT / ".run" / "kafka-data"
+    pid_file: Path = ROOT / ".run" / "kafka.pid"
+    log_file: Path = ROOT / ".run" / "kafka.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def ensure_jars() -> None:
+    """Resolve the broker's jars with Maven into .cache/kafka/libs (once)."""
+    if LIBS.is_dir() and any(LIBS.glob("kafka_2.13-*.jar")):
+        return
+    subprocess.run(
+        [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={LIBS}", "-DincludeScope=runtime",
+        ],
+        check=True,
+    )
+
+
+def _java(*args: str, log: Path | None = None) -> list[str]:
+    return [
+        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={LOG4J}",
+        "-Djava.awt.headless=true",
+        "-cp", f"{LIBS}/*",
+        *args,
+    ]
+
+
+def _write_config(spec: BrokerSpec) -> Path:
+    spec.data_dir.mkdir(parents=True, exist_ok=True)
+    config = spec.data_dir / "server.properties"
+    config.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{spec.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{spec.port},"
+                f"CONTROLLER://127.0.0.1:{spec.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{spec.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={spec.data_dir / 'logs'}",
+                "num.partitions=3",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.segment.bytes=16777216",
+                "",
+            ]
+        )
+    )
+    return config
+
+
+def _format_storage(spec: BrokerSpec, config: Path) -> None:
+    if (spec.data_dir / "logs" / "meta.properties").exists():
+        return
+    subprocess.run(
+        _java("kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()).replace("-", "")[:22],
+              "-c", str(config), "--ignore-formatted"),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start(spec: BrokerSpec, timeout: float = 60.0) -> bool:
+    """Start a broker unless one answers; returns True when this call started it."""
+    if port_open(spec.port):
+        return False
+    ensure_jars()
+    config = _write_config(spec)
+    _format_storage(spec, config)
+    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with spec.log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            _java("kafka.Kafka", str(config)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    spec.pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Kafka exited with {proc.returncode}; see {spec.log_file}")
+        if port_open(spec.port):
+            return True
+        time.sleep(0.2)
+    raise TimeoutError(f"Kafka did not listen on {spec.port} within {timeout}s")
+
+
+def stop(spec: BrokerSpec, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop the broker whose PID file we wrote; returns True when one was stopped."""
+    if not spec.pid_file.exists():
+        return False
+    pid = int(spec.pid_file.read_text().strip())
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        spec.pid_file.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    spec.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["jars", "start", "stop", "status"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    args = parser.parse_args(argv)
+    spec = BrokerSpec(port=args.port, controller_port=args.port + 1)
+    if args.command == "jars":
+        ensure_jars()
+    elif args.command == "start":
+        started = start(spec)
+        print(f"kafka: {'started' if started else 'already answering'} on {spec.bootstrap}")
+    elif args.command == "stop":
+        print("kafka: stopped" if stop(spec) else "kafka: nothing we started is running")
+    else:
+        up = port_open(spec.port)
+        print(f"kafka: {'up' if up else 'down'} on {spec.bootstrap}")
+        return 0 if up else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

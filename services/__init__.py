@@ -1,0 +1,1 @@
+"""AdFlux services: one package per process (`python -m services.<name>`)."""

@@ -1,0 +1,103 @@
+"""What the publisher does on each event: run a campaign's publish flow on its platform and
+say how it went (`campaign.published`, or `campaign.publish_failed` once retries are over)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from services.publisher.journal import DbStepJournal
+from services.publisher.platforms.base import AdPlatform, CampaignSpec, JobOpening, StepJournal
+from shared.consumer import HandlerContext, HandlerOutcome
+from shared.db import Database
+from shared.envelope import Envelope, caused_by
+from shared.events import (
+    CampaignPublished,
+    CampaignPublishFailed,
+    ErrorInfo,
+    PublishRequested,
+)
+from shared.retry import PermanentError
+
+SOURCE = "publisher"
+PlatformFactory = Callable[[], AdPlatform]
+
+
+class ProgressJournal:
+    """A StepJournal that reports PROGRESS after every created object and checks the time
+    limit before every platform call."""
+
+    def __init__(self, inner: DbStepJournal, steps: tuple[str, ...], ctx: HandlerContext) -> None:
+        self.inner = inner
+        self.steps = steps
+        self.ctx = ctx
+
+    def created_id(self, step: str) -> str | None:
+        return self.inner.created_id(step)
+
+    def was_attempted(self, step: str) -> bool:
+        return self.inner.was_attempted(step)
+
+    def mark_attempt(self, step: str) -> None:
+        self.ctx.check_cancelled()
+        self.inner.mark_attempt(step)
+
+    def record(self, step: str, external_id: str) -> None:
+        self.inner.record(step, external_id)
+        done = len(self.inner.created())
+        self.ctx.progress(int(100 * done / len(self.steps)), {"step": step})
+
+
+def spec_of(command: PublishRequested) -> CampaignSpec:
+    job = command.job
+    return CampaignSpec(
+        campaign_id=command.campaign_id,
+        name=command.name,
+        daily_budget=command.daily_budget,
+        currency=command.currency,
+        targeting=dict(command.targeting),
+        job=JobOpening(job.title, job.description, job.company, job.location, job.url),
+    )
+
+
+class PublishCampaign:
+    """Handles `campaign.publish_requested`: resumable creation of the campaign tree."""
+
+    def __init__(self, db: Database, platforms: Mapping[str, PlatformFactory]) -> None:
+        self.db = db
+        self.platforms = platforms
+
+    def __call__(
+        self, envelope: Envelope, command: PublishRequested, ctx: HandlerContext
+    ) -> HandlerOutcome:
+        factory = self.platforms.get(command.platform)
+        if factory is None:
+            raise PermanentError(f"platform {command.platform!r} is not configured")
+        platform = factory()
+        journal: StepJournal = ProgressJournal(
+            DbStepJournal(self.db, command.campaign_id, command.platform), platform.steps, ctx
+        )
+        external_ids = platform.create_campaign_flow(spec_of(command), journal)
+        published = CampaignPublished(
+            campaign_id=command.campaign_id,
+            platform=command.platform,
+            external_ids=external_ids,
+            published_at=datetime.now(UTC),
+        )
+        return HandlerOutcome(
+            result={
+                "campaign_id": command.campaign_id,
+                "platform": command.platform,
+                "external_ids": external_ids,
+            },
+            events=[caused_by(envelope, published, source=SOURCE, subject=command.campaign_id)],
+        )
+
+    @staticmethod
+    def on_failure(
+        envelope: Envelope, command: PublishRequested, error: ErrorInfo
+    ) -> list[Envelope]:
+        failed = CampaignPublishFailed(
+            campaign_id=command.campaign_id, platform=command.platform, error=error
+        )
+        return [caused_by(envelope, failed, source=SOURCE, subject=command.campaign_id)]

@@ -1,0 +1,1 @@
+"""Ad-platform adapters: the outside world the publisher and sync handlers talk to."""

@@ -1,0 +1,1 @@
+"""AdFlux's common library: settings, envelope, Kafka bus, database, metrics, logging."""

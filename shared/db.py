@@ -1,0 +1,166 @@
+"""Database access for every service: one engine per service, its own schema or SQLite file,
+Alembic migrations from `services/<name>/migrations`, and the tables every service shares
+(`processed_events`, the handled-event tracking rows; `outbox`, events waiting for the relay).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_DIR = ROOT / "shared" / "alembic"
+
+_migrate_lock = threading.Lock()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def tracking_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Add `processed_events` and `outbox` to a service's metadata and return them."""
+    processed = sa.Table(
+        "processed_events",
+        metadata,
+        sa.Column("consumer", sa.String(200), primary_key=True),
+        sa.Column("event_id", sa.String(64), primary_key=True),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        # What handling the event emitted, re-sent if the event is delivered again.
+        sa.Column("outputs", sa.JSON, nullable=False),
+        sa.Column("handled_at", UTCDateTime, nullable=False, default=utcnow),
+    )
+    outbox = sa.Table(
+        "outbox",
+        metadata,
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("topic", sa.String(250), nullable=False),
+        sa.Column("key", sa.LargeBinary, nullable=True),
+        sa.Column("value", sa.LargeBinary, nullable=True),
+        sa.Column("headers", sa.JSON, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+        sa.Column("sent_at", UTCDateTime, nullable=True, index=True),
+    )
+    return processed, outbox
+
+
+class Database:
+    """A service's engine and sessions, pointed at its own schema (Postgres) or file (SQLite)."""
+
+    def __init__(self, url: str, service: str, data_dir: str = ".run/data") -> None:
+        self.service = service
+        self.schema = service if url else None
+        if not url:
+            path = Path(data_dir) / f"{service}.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite+pysqlite:///{path}"
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self.schema = None
+            self.engine = sa.create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={"options": f"-csearch_path={self.schema}"},
+            )
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(ALEMBIC_DIR))
+        config.set_main_option(
+            "version_locations", str(ROOT / "services" / self.service / "migrations")
+        )
+        config.attributes["engine"] = self.engine
+        config.attributes["schema"] = self.schema
+        return config
+
+    def migrate(self) -> None:
+        """Bring this service's schema to the newest Alembic revision."""
+        with _migrate_lock:
+            if self.schema:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            command.upgrade(self._alembic_config(), "head")
+
+    def autogenerate(self, metadata: sa.MetaData, message: str) -> None:
+        """Write a new migration for the difference between `metadata` and the database."""
+        self.migrate()
+        config = self._alembic_config()
+        config.attributes["metadata"] = metadata
+        command.revision(config, message=message, autogenerate=True)
+
+    def ready(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

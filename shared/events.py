@@ -1,0 +1,249 @@
+"""Event payload contracts: one pydantic model per event type, and the registry of them.
+
+`schemas/<type>/v<N>.json` is generated from these models (`make schemas`); producers and
+consumers validate every payload against its model.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Platform = Literal["meta", "google"]
+
+
+class Payload(BaseModel):
+    """Base of every event payload: unknown fields are rejected, names are stable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskState(StrEnum):
+    """Task states, as Celery users know them (DESIGN.md §4)."""
+
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {TaskState.SUCCESS, TaskState.FAILURE, TaskState.EXPIRED, TaskState.REVOKED}
+)
+
+
+class TaskOptions(Payload):
+    """Execution options a command carries (Celery's apply_async options)."""
+
+    eta: datetime | None = Field(default=None, description="Run no earlier than this time.")
+    expires: datetime | None = Field(default=None, description="Do not run after this time.")
+    max_retries: int = Field(default=3, ge=0, le=100)
+    retry_delay: float = Field(default=60.0, ge=0, description="Seconds; grows per attempt.")
+    time_limit: float = Field(default=3600.0, gt=0, description="Seconds before cancellation.")
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+class Command(Payload):
+    """Base of command payloads: every command is a task."""
+
+    task_name: str
+    options: TaskOptions = TaskOptions()
+
+
+class JobOpening(Payload):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    company: str = Field(min_length=1, max_length=200)
+    location: str = Field(default="", max_length=200)
+    url: str = Field(min_length=1, max_length=2000)
+
+
+class PublishRequested(Command):
+    """Publish one campaign (event-carried state: the campaign and its job opening)."""
+
+    task_name: Literal["campaign.publish"] = "campaign.publish"
+    campaign_id: str
+    platform: Platform
+    name: str
+    daily_budget: Decimal = Field(gt=0)
+    currency: str = Field(min_length=3, max_length=3)
+    targeting: dict[str, Any] = Field(default_factory=dict)
+    job: JobOpening
+
+
+class SyncRequested(Command):
+    """Sync the status and metrics of one platform's campaigns (seed: sync_*_campaigns)."""
+
+    task_name: Literal["campaign.sync"] = "campaign.sync"
+    platform: Platform
+
+
+class MetricsRefreshRequested(Command):
+    """Refresh every campaign's metrics (seed: update_all_campaign_metrics)."""
+
+    task_name: Literal["metrics.refresh"] = "metrics.refresh"
+    platform: Platform | None = None
+
+
+class TrainingRequested(Command):
+    """Train the candidate segmentation model (seed: train_segmentation_model_task)."""
+
+    task_name: Literal["ml.train"] = "ml.train"
+    n_clusters: int | None = Field(default=None, ge=2, le=50)
+
+
+class SegmentationRequested(Command):
+    """Assign segments to candidates with the current model (seed: assign_segments_task)."""
+
+    task_name: Literal["ml.assign_segments"] = "ml.assign_segments"
+    candidate_ids: list[str] | None = None
+
+
+class CandidateUpserted(Payload):
+    """A candidate's current profile (compacted topic keyed by candidate id)."""
+
+    candidate_id: str
+    years_experience: float = Field(ge=0, le=70)
+    education_level: Literal["none", "secondary", "vocational", "bachelor", "master", "phd"]
+    skills: list[str] = Field(default_factory=list)
+    location: str = ""
+    desired_salary: float | None = Field(default=None, ge=0)
+    updated_at: datetime
+
+
+class CampaignPublished(Payload):
+    campaign_id: str
+    platform: Platform
+    external_ids: dict[str, str]
+    published_at: datetime
+
+
+class ErrorInfo(Payload):
+    """Why something failed, as the platform or the worker said it."""
+
+    error_class: str
+    message: str
+    code: str | None = None
+    subcode: str | None = None
+    transient: bool = False
+
+
+class CampaignPublishFailed(Payload):
+    campaign_id: str
+    platform: Platform
+    error: ErrorInfo
+
+
+class CampaignStatusChanged(Payload):
+    campaign_id: str | None = None
+    platform: Platform
+    external_id: str
+    status: str
+    previous_status: str | None = None
+
+
+class CampaignMetricsUpdated(Payload):
+    campaign_id: str | None = None
+    platform: Platform
+    external_id: str
+    impressions: int = Field(ge=0)
+    clicks: int = Field(ge=0)
+    spend: Decimal = Field(ge=0)
+    conversions: float = Field(ge=0)
+    as_of: datetime
+
+
+class ModelTrained(Payload):
+    model_version: str
+    n_clusters: int
+    n_samples: int
+    metrics: dict[str, float]
+    trained_at: datetime
+
+
+class CandidateSegmented(Payload):
+    candidate_id: str
+    segment: int
+    model_version: str
+
+
+class TaskStatus(Payload):
+    """One task transition; `task.status` is keyed by task id so transitions stay ordered."""
+
+    task_id: str
+    name: str
+    state: TaskState
+    attempt: int = Field(default=1, ge=1)
+    progress: int | None = Field(default=None, ge=0, le=100)
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    next_attempt_at: datetime | None = None
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    at: datetime
+
+
+class TaskRevoked(Payload):
+    """A revocation; `task.revoked` is compacted so every worker learns all of them."""
+
+    task_id: str
+    reason: str = ""
+    revoked_at: datetime
+
+
+@dataclass(frozen=True)
+class EventContract:
+    """An event type: its topic name, payload model and schema version."""
+
+    type: str
+    model: builtins.type[Payload]
+    version: int = 1
+
+    @property
+    def dataschema(self) -> str:
+        return f"schemas/{self.type}/v{self.version}.json"
+
+
+_CONTRACTS = [
+    EventContract("campaign.publish_requested", PublishRequested),
+    EventContract("campaign.sync_requested", SyncRequested),
+    EventContract("metrics.refresh_requested", MetricsRefreshRequested),
+    EventContract("ml.training_requested", TrainingRequested),
+    EventContract("ml.segmentation_requested", SegmentationRequested),
+    EventContract("candidate.upserted", CandidateUpserted),
+    EventContract("campaign.published", CampaignPublished),
+    EventContract("campaign.publish_failed", CampaignPublishFailed),
+    EventContract("campaign.status_changed", CampaignStatusChanged),
+    EventContract("campaign.metrics_updated", CampaignMetricsUpdated),
+    EventContract("ml.model_trained", ModelTrained),
+    EventContract("candidate.segmented", CandidateSegmented),
+    EventContract("task.status", TaskStatus),
+    EventContract("task.revoked", TaskRevoked),
+]
+
+CONTRACTS: dict[str, EventContract] = {c.type: c for c in _CONTRACTS}
+CONTRACT_BY_MODEL: dict[type[Payload], EventContract] = {c.model: c for c in _CONTRACTS}
+
+# Task name -> the command event type that runs it (DESIGN.md §4).
+TASK_COMMANDS: dict[str, str] = {
+    "campaign.publish": "campaign.publish_requested",
+    "campaign.sync": "campaign.sync_requested",
+    "metrics.refresh": "metrics.refresh_requested",
+    "ml.train": "ml.training_requested",
+    "ml.assign_segments": "ml.segmentation_requested",
+}

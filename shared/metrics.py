@@ -1,0 +1,111 @@
+"""Prometheus metrics of every service, and the small HTTP server that serves `/metrics`,
+`/healthz` and `/readyz` on a worker's port (the gateway serves them through FastAPI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+EVENTS_HANDLED = Counter(
+    "adflux_events_handled_total",
+    "Records handled by a consumer, by event type and outcome.",
+    ["service", "event_type", "outcome"],
+)
+HANDLE_SECONDS = Histogram(
+    "adflux_handle_seconds",
+    "Time spent in a handler.",
+    ["service", "event_type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RETRIES = Counter(
+    "adflux_retries_total", "Records sent to a retry tier.", ["service", "topic", "tier"]
+)
+DEAD_LETTERS = Counter(
+    "adflux_dead_letters_total",
+    "Records sent to a dead-letter topic.",
+    ["service", "topic", "reason"],
+)
+PAUSED_PARTITIONS = Gauge(
+    "adflux_paused_partitions", "Tier partitions paused until their head is due.", ["service"]
+)
+RETRY_LATENESS = Histogram(
+    "adflux_retry_lateness_seconds",
+    "How late a tier record was handled after its due time.",
+    ["service"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+TASKS = Counter("adflux_tasks_total", "Task transitions emitted.", ["service", "task", "state"])
+OUTBOX_SENT = Counter("adflux_outbox_sent_total", "Outbox rows produced by the relay.", ["service"])
+OUTBOX_PENDING = Gauge("adflux_outbox_pending", "Outbox rows not yet produced.", ["service"])
+PLATFORM_CALLS = Histogram(
+    "adflux_platform_call_seconds",
+    "Ad-platform calls by platform, operation and outcome.",
+    ["platform", "operation", "outcome"],
+)
+SCHEDULE_FIRINGS = Counter(
+    "adflux_schedule_firings_total", "Scheduled firings emitted by the ticker.", ["schedule"]
+)
+
+ReadyCheck = Callable[[], bool]
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (process alive) and /readyz (every check passes)."""
+
+    def __init__(self, host: str, port: int, checks: dict[str, ReadyCheck]) -> None:
+        checks_ref = checks
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._reply(200, generate_latest(), CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._reply(200, b'{"status":"ok"}', "application/json")
+                elif self.path == "/readyz":
+                    failing = [name for name, check in checks_ref.items() if not _safe(check)]
+                    status = "ready" if not failing else "not ready"
+                    body = json.dumps({"status": status, "failing": failing}).encode()
+                    self._reply(503 if failing else 200, body, "application/json")
+                else:
+                    self._reply(404, b'{"detail":"not found"}', "application/json")
+
+            def _reply(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _safe(check: ReadyCheck) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        log.exception("readiness check failed")
+        return False

@@ -1,0 +1,143 @@
+"""The one retry mechanism's rules: error classification, backoff, delay-tier choice and the
+headers carried by retried and dead-lettered records (DESIGN.md §5).
+
+The consumer runtime applies these rules; this module holds no Kafka client, so it is
+tested as pure logic.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.topics import DelayTier
+
+# Header names (one vocabulary for tiers, the DLQ and replays).
+H_ORIGINAL_TOPIC = "adflux-original-topic"
+H_ORIGINAL_PARTITION = "adflux-original-partition"
+H_ORIGINAL_OFFSET = "adflux-original-offset"
+H_ORIGINAL_TIMESTAMP = "adflux-original-timestamp"
+H_CONSUMER_GROUP = "adflux-consumer-group"
+H_DUE_AT = "adflux-due-at"
+H_FIRST_FAILURE_AT = "adflux-first-failure-at"
+H_ERROR_CLASS = "adflux-error-class"
+H_ERROR_MESSAGE = "adflux-error-message"
+H_REASON = "adflux-reason"
+H_ATTEMPT = "ce_attempt"
+# Headers that describe the first delivery: set once, kept on every later hop.
+ORIGIN_HEADERS = (
+    H_ORIGINAL_TOPIC,
+    H_ORIGINAL_PARTITION,
+    H_ORIGINAL_OFFSET,
+    H_ORIGINAL_TIMESTAMP,
+    H_FIRST_FAILURE_AT,
+)
+HOP_HEADERS = (H_CONSUMER_GROUP, H_DUE_AT, H_ERROR_CLASS, H_ERROR_MESSAGE, H_REASON, H_ATTEMPT)
+MAX_ERROR_MESSAGE = 1000
+
+
+class RetryableError(Exception):
+    """Raised by a handler when a later attempt may succeed."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Raised by a handler when no attempt can succeed: the record is dead-lettered."""
+
+
+class TimeLimitExceeded(RetryableError):
+    """The handler ran past the task's time limit and was cancelled."""
+
+
+class Cancelled(Exception):
+    """Raised inside a handler that was cancelled (time limit or shutdown)."""
+
+
+class Disposition(StrEnum):
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a failed record."""
+
+    disposition: Disposition
+    tier: DelayTier | None = None
+    delay: float = 0.0
+    transient: bool = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying can help: handler's own verdict first, then infrastructure errors."""
+    if isinstance(exc, RetryableError):
+        return True
+    if isinstance(exc, PermanentError):
+        return False
+    transient = getattr(exc, "transient", None)  # platform errors carry their own verdict
+    if isinstance(transient, bool):
+        return transient
+    # Imported here: the classifier must not make shared.retry depend on SQLAlchemy at import.
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def backoff_delay(
+    attempt: int, base: float, *, jitter: float = 0.25, rng: random.Random | None = None
+) -> float:
+    """Backoff after `attempt` (1-based): base * 2**(attempt-1), ± `jitter` of it."""
+    rng = rng or random.Random()
+    delay = base * (2 ** max(attempt - 1, 0))
+    return max(0.0, delay * (1 + rng.uniform(-jitter, jitter)))
+
+
+def choose_tier(tiers: tuple[DelayTier, ...], wanted: float) -> DelayTier:
+    """The smallest tier whose delay is >= `wanted`; the largest when none is."""
+    for tier in tiers:
+        if tier.delay >= wanted:
+            return tier
+    return tiers[-1]
+
+
+def decide(
+    exc: BaseException,
+    *,
+    attempt: int,
+    max_retries: int,
+    retry_delay: float,
+    tiers: tuple[DelayTier, ...],
+    rng: random.Random | None = None,
+) -> Decision:
+    """Retry in a tier while attempts remain and the error is transient; else dead-letter."""
+    transient = is_transient(exc)
+    if not transient or attempt > max_retries or not tiers:
+        return Decision(Disposition.DEAD, transient=transient)
+    wanted = backoff_delay(attempt, retry_delay, rng=rng)
+    platform_wait = retry_after_of(exc)
+    if platform_wait is not None:
+        wanted = max(wanted, platform_wait)
+    tier = choose_tier(tiers, wanted)
+    return Decision(Disposition.RETRY, tier=tier, delay=tier.delay, transient=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def truncate(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"

@@ -1,0 +1,125 @@
+"""What every service's composition root needs, built once: settings-derived topic names,
+the producer, the database with its tracking and outbox tables, the revocation listener,
+consumer runtimes, the health server, and a run-until-SIGTERM loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from shared.consumer import ConsumerRuntime, RuntimeOptions
+from shared.db import Database, tracking_tables
+from shared.logging import configure_logging
+from shared.metrics import HealthServer, ReadyCheck
+from shared.outbox import Outbox, OutboxRelay
+from shared.producer import EventProducer
+from shared.settings import ServiceSettings
+from shared.tasks import RevocationRegistry
+from shared.topics import TopicNames, parse_tiers, provision_topics
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
+@dataclass
+class ServiceKit:
+    """The clients one service process shares between its handlers."""
+
+    service: str
+    settings: ServiceSettings
+    names: TopicNames
+    producer: EventProducer
+    db: Database
+    processed: sa.Table
+    outbox: Outbox
+    revocations: RevocationRegistry = field(default_factory=RevocationRegistry)
+
+    def runtime(self, group: str | None = None) -> ConsumerRuntime:
+        """A consumer runtime for this service's group (or a named one)."""
+        s = self.settings
+        return ConsumerRuntime(
+            service=self.service,
+            group=self.names.group(group or self.service),
+            bootstrap=s.kafka_bootstrap,
+            names=self.names,
+            producer=self.producer,
+            db=self.db,
+            processed_table=self.processed,
+            revocations=self.revocations,
+            options=RuntimeOptions(
+                default_max_retries=s.default_max_retries,
+                default_retry_delay=s.default_retry_delay,
+                default_time_limit=s.default_time_limit,
+            ),
+        )
+
+    def revocation_listener(self) -> ConsumerRuntime:
+        """Reads every revocation into `self.revocations` (each process sees all of them)."""
+        listener = ConsumerRuntime(
+            service=self.service,
+            group=self.names.group(f"{self.service}.revocations"),
+            bootstrap=self.settings.kafka_bootstrap,
+            names=self.names,
+            producer=self.producer,
+            broadcast=True,
+        )
+        listener.register("task.revoked", self.revocations.handle)
+        return listener
+
+    def relay(self) -> OutboxRelay:
+        return OutboxRelay(self.db, self.outbox, self.producer, self.service)
+
+
+def build_kit(service: str, settings: ServiceSettings, metadata: sa.MetaData) -> ServiceKit:
+    """Configure logging, create topics, migrate the database and build the shared clients."""
+    configure_logging(service, settings.log_level, settings.log_json)
+    names = TopicNames(settings.topic_prefix, parse_tiers(settings.retry_tiers))
+    provision_topics(settings.kafka_bootstrap, names)
+    db = Database(settings.database_url, service, settings.data_dir)
+    db.migrate()
+    processed, outbox_table = metadata.tables["processed_events"], metadata.tables["outbox"]
+    producer = EventProducer(settings.kafka_bootstrap, client_id=f"adflux-{service}")
+    return ServiceKit(
+        service, settings, names, producer, db, processed, Outbox(outbox_table, names)
+    )
+
+
+def with_tracking(metadata: sa.MetaData) -> sa.MetaData:
+    """Add the shared tracking and outbox tables to a service's metadata (once)."""
+    if "processed_events" not in metadata.tables:
+        tracking_tables(metadata)
+    return metadata
+
+
+def serve(
+    kit: ServiceKit,
+    components: list[Component],
+    readiness: dict[str, ReadyCheck],
+    health_port: int | None,
+) -> None:
+    """Start the components and the health server, then block until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    health = HealthServer("0.0.0.0", health_port, readiness).start() if health_port else None
+    for component in components:
+        component.start()
+    log.info("%s running", kit.service)
+    stop.wait()
+    log.info("%s stopping", kit.service)
+    for component in reversed(components):
+        component.stop()
+    kit.producer.close()
+    if health is not None:
+        health.stop()
+    kit.db.dispose()

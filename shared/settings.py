@@ -1,0 +1,74 @@
+"""Settings from `ADFLUX_*` environment variables: one base class, one subclass per service."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TypeVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every AdFlux process reads: broker, database, topic namespace, logging."""
+
+    model_config = SettingsConfigDict(env_prefix="ADFLUX_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Prepended to every topic and consumer group name; tests give each run its own.
+    topic_prefix: str = ""
+    # SQLAlchemy URL. Empty: an SQLite file per service under `data_dir` (embedded default).
+    database_url: str = ""
+    data_dir: str = ".run/data"
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Port of /metrics, /healthz and /readyz (each service sets its own default).
+    metrics_port: int = 0
+    # Retry tiers as "<name>:<seconds>" (DESIGN.md §5); tests use seconds.
+    retry_tiers: str = "1m:60,5m:300,30m:1800"
+    default_max_retries: int = 3
+    default_retry_delay: float = 60.0
+    default_time_limit: float = 3600.0
+
+
+class PlatformSettings(ServiceSettings):
+    """Credentials and endpoints of the two ad platforms (defaults: the local sandbox)."""
+
+    meta_graph_url: str = "http://127.0.0.1:8010"
+    meta_api_version: str = "v26.0"
+    meta_access_token: SecretStr = SecretStr("sandbox-token")
+    meta_app_secret: SecretStr | None = None
+    meta_ad_account_id: str = "act_1000"
+    meta_page_id: str = "2000"
+    meta_timeout: float = 30.0
+
+    google_ads_endpoint: str = "127.0.0.1:8011"
+    # True for the local plaintext sandbox; False uses TLS (the real API).
+    google_ads_insecure: bool = True
+    google_ads_api_version: str = "v26"
+    google_ads_developer_token: SecretStr = SecretStr("sandbox-developer-token")
+    google_ads_customer_id: str = "1234567890"
+    google_ads_login_customer_id: str | None = None
+    google_ads_oauth_token: SecretStr = SecretStr("sandbox-oauth-token")
+    google_ads_client_id: str | None = None
+    google_ads_client_secret: SecretStr | None = None
+    google_ads_refresh_token: SecretStr | None = None
+    google_ads_timeout: float = 30.0
+
+
+class ApiSettings(ServiceSettings):
+    """The gateway's HTTP settings."""
+
+    api_token: SecretStr = SecretStr("dev-token")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    metrics_port: int = Field(default=8000)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+@cache
+def get_settings(cls: type[S]) -> S:
+    """The process-wide settings of one class, read once from the environment."""
+    return cls()

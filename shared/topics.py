@@ -1,0 +1,142 @@
+"""The topic registry: every topic declared once (partitions, retention, compaction),
+its retry tiers and dead-letter topic, and their creation at start-up with the AdminClient.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class DelayTier:
+    """One retry tier: records wait `delay` seconds in `<topic>.retry.<name>`."""
+
+    name: str
+    delay: float
+
+
+def parse_tiers(raw: str) -> tuple[DelayTier, ...]:
+    """`"1m:60,5m:300,30m:1800"` -> tiers sorted by delay."""
+    tiers = []
+    for part in raw.split(","):
+        name, _, seconds = part.strip().partition(":")
+        if not name or not seconds:
+            raise ValueError(f"bad retry tier {part!r}: expected <name>:<seconds>")
+        tiers.append(DelayTier(name, float(seconds)))
+    return tuple(sorted(tiers, key=lambda t: t.delay))
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A logical topic. `consumed` topics get retry tiers and a dead-letter topic."""
+
+    name: str
+    partitions: int = 3
+    retention_ms: int = 7 * DAY_MS
+    compacted: bool = False
+    consumed: bool = False
+
+    def config(self) -> dict[str, str]:
+        if self.compacted:
+            return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        return {"retention.ms": str(self.retention_ms)}
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("campaign.publish_requested", partitions=6, consumed=True),
+    TopicSpec("campaign.sync_requested", consumed=True),
+    TopicSpec("metrics.refresh_requested", consumed=True),
+    TopicSpec("ml.training_requested", partitions=1, consumed=True),
+    TopicSpec("ml.segmentation_requested", consumed=True),
+    TopicSpec("candidate.upserted", compacted=True, consumed=True),
+    TopicSpec("campaign.published", consumed=True),
+    TopicSpec("campaign.publish_failed", consumed=True),
+    TopicSpec("campaign.status_changed", consumed=True),
+    TopicSpec("campaign.metrics_updated", consumed=True),
+    TopicSpec("ml.model_trained", consumed=True),
+    TopicSpec("candidate.segmented", consumed=True),
+    TopicSpec("task.status", partitions=6, consumed=True),
+    TopicSpec("task.revoked", partitions=1, compacted=True),
+)
+TOPIC_SPECS: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Physical topic names under a prefix (tests give each run its own)."""
+
+    prefix: str = ""
+    tiers: tuple[DelayTier, ...] = field(
+        default_factory=lambda: parse_tiers("1m:60,5m:300,30m:1800")
+    )
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def retry(self, name: str, tier: DelayTier) -> str:
+        return f"{self.prefix}{name}.retry.{tier.name}"
+
+    def dlq(self, name: str) -> str:
+        return f"{self.prefix}{name}.dlq"
+
+    def group(self, name: str) -> str:
+        return f"{self.prefix}adflux.{name}"
+
+    def logical(self, physical: str) -> str:
+        """Strip the prefix and any `.retry.<tier>` / `.dlq` suffix."""
+        name = physical.removeprefix(self.prefix)
+        if name.endswith(".dlq"):
+            return name.removesuffix(".dlq")
+        base, sep, _tier = name.rpartition(".retry.")
+        return base if sep else name
+
+    def tier_of(self, physical: str) -> DelayTier | None:
+        _base, sep, tier = physical.rpartition(".retry.")
+        if not sep:
+            return None
+        return next((t for t in self.tiers if t.name == tier), None)
+
+    def all_specs(self) -> list[tuple[str, TopicSpec]]:
+        """Every physical topic with the spec it is created from."""
+        specs: list[tuple[str, TopicSpec]] = []
+        for spec in TOPICS:
+            specs.append((self.topic(spec.name), spec))
+            if spec.consumed:
+                # Tier topics are keyed and partitioned like their source (DESIGN.md §5).
+                delayed = TopicSpec(spec.name, spec.partitions, 7 * DAY_MS)
+                specs.extend((self.retry(spec.name, t), delayed) for t in self.tiers)
+                specs.append(
+                    (self.dlq(spec.name), TopicSpec(spec.name, spec.partitions, 30 * DAY_MS))
+                )
+        return specs
+
+
+def provision_topics(bootstrap: str, names: TopicNames, timeout: float = 30.0) -> list[str]:
+    """Create every missing topic; returns the names created. Existing ones are left alone."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(name, num_partitions=spec.partitions, replication_factor=1, config=spec.config())
+        for name, spec in names.all_specs()
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process raced us
+                raise
+    log.info("created %d topics", len(created))
+    return created
