@@ -32,7 +32,10 @@ class Outbox:
         self._wake = threading.Event()
 
     def add(self, session: Session, envelope: Envelope) -> None:
-        record = OutgoingRecord.of(self.names.topic(envelope.type), envelope)
+        self.add_record(session, OutgoingRecord.of(self.names.topic(envelope.type), envelope))
+
+    def add_record(self, session: Session, record: OutgoingRecord) -> None:
+        """Add an already-encoded record (a dead letter being replayed)."""
         session.execute(
             sa.insert(self.table).values(
                 topic=record.topic,

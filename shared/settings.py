@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,7 @@ class ServiceSettings(BaseSettings):
     default_max_retries: int = 3
     default_retry_delay: float = 60.0
     default_time_limit: float = 3600.0
+    schedules_file: str = "config/schedules.yaml"
 
 
 class PlatformSettings(ServiceSettings):
@@ -54,15 +55,6 @@ class PlatformSettings(ServiceSettings):
     google_ads_client_secret: SecretStr | None = None
     google_ads_refresh_token: SecretStr | None = None
     google_ads_timeout: float = 30.0
-
-
-class ApiSettings(ServiceSettings):
-    """The gateway's HTTP settings."""
-
-    api_token: SecretStr = SecretStr("dev-token")
-    http_host: str = "127.0.0.1"
-    http_port: int = 8000
-    metrics_port: int = Field(default=8000)
 
 
 S = TypeVar("S", bound=ServiceSettings)

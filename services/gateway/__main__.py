@@ -1,0 +1,52 @@
+"""`python -m services.gateway`: builds the gateway's clients, its read-model consumer and
+outbox relay, and serves the HTTP API with uvicorn until SIGTERM."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.gateway.app import create_app
+from services.gateway.live import TaskUpdateHub
+from services.gateway.models import metadata
+from services.gateway.projections import (
+    CampaignProjection,
+    DeadLetterRecorder,
+    SegmentProjection,
+    TaskProjection,
+)
+from services.gateway.settings import GatewaySettings
+from shared.service import build_kit
+from shared.settings import get_settings
+from shared.topics import TOPICS
+
+
+def main() -> None:
+    settings = get_settings(GatewaySettings)
+    kit = build_kit("gateway", settings, metadata)
+    hub = TaskUpdateHub()
+    runtime = kit.runtime("gateway.read-model")
+    runtime.register("task.status", TaskProjection(hub))
+    campaigns, segments = CampaignProjection(), SegmentProjection()
+    runtime.register("campaign.published", campaigns.published)
+    runtime.register("campaign.publish_failed", campaigns.publish_failed)
+    runtime.register("campaign.status_changed", campaigns.status_changed)
+    runtime.register("campaign.metrics_updated", campaigns.metrics_updated)
+    runtime.register("ml.model_trained", segments.model_trained)
+    runtime.register("candidate.segmented", segments.segmented)
+    recorder = DeadLetterRecorder(kit.db, kit.names.logical)
+    for spec in TOPICS:
+        if spec.consumed:
+            runtime.register_raw(kit.names.dlq(spec.name), recorder)
+    relay = kit.relay()
+    app = create_app(
+        settings,
+        kit,
+        hub,
+        [relay, runtime],
+        {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.healthy},
+    )
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

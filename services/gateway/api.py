@@ -1,0 +1,383 @@
+"""The gateway's HTTP routes under /api/v1 (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
+from sqlalchemy.orm import Session
+
+from services.gateway.auth import require
+from services.gateway.commands import CommandRejected, issue_task, options_from, publish_command
+from services.gateway.models import (
+    Campaign,
+    CandidateSegment,
+    DeadLetter,
+    Job,
+    SegmentationModel,
+    Task,
+)
+from services.gateway.replay import replay_dead_letter
+from services.gateway.schemas import (
+    CampaignIn,
+    CampaignOut,
+    CandidatesIn,
+    DeadLetterOut,
+    JobIn,
+    PublishIn,
+    TaskIn,
+    TaskOptionsIn,
+    TaskOut,
+)
+from shared.envelope import new_event
+from shared.events import FINAL_STATES, TaskRevoked, TaskState
+from shared.outbox import Outbox
+from shared.schedules import load_schedules
+
+router = APIRouter(prefix="/api/v1")
+
+
+def db_session(request: Request) -> Any:
+    with request.app.state.db.session() as session:
+        yield session
+
+
+def outbox_of(request: Request) -> Outbox:
+    outbox: Outbox = request.app.state.outbox
+    return outbox
+
+
+DB = Annotated[Session, Depends(db_session, scope="function")]
+OutboxDep = Annotated[Outbox, Depends(outbox_of)]
+
+
+def _options(body: TaskOptionsIn) -> Any:
+    try:
+        return options_from(
+            countdown=body.countdown,
+            eta=body.eta,
+            expires=body.expires,
+            priority=body.priority,
+            max_retries=body.max_retries,
+            retry_delay=body.retry_delay,
+            time_limit=body.time_limit,
+        )
+    except CommandRejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+
+
+def _task_out(task: Task) -> TaskOut:
+    return TaskOut(
+        task_id=task.id,
+        name=task.name,
+        state=task.state,
+        attempts=task.attempts,
+        progress=task.progress,
+        result=task.result,
+        error=task.error,
+        next_attempt_at=task.next_attempt_at,
+        created_at=task.created_at,
+        updated_at=task.updated_at,
+        history=task.history or [],
+    )
+
+
+def _campaign_out(c: Campaign) -> CampaignOut:
+    return CampaignOut.model_validate(c, from_attributes=True)
+
+
+# --- jobs and campaigns ---------------------------------------------------------------------
+@router.post("/jobs", status_code=201, dependencies=[Depends(require("jobs:write"))])
+def create_job(body: JobIn, session: DB) -> dict[str, str]:
+    job = Job(id=str(uuid.uuid4()), **body.model_dump(mode="json"))
+    session.add(job)
+    return {"id": job.id}
+
+
+@router.post("/campaigns", status_code=201, dependencies=[Depends(require("campaigns:write"))])
+def create_campaign(body: CampaignIn, session: DB) -> dict[str, str]:
+    if session.get(Job, body.job_id) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, f"job {body.job_id} does not exist"
+        )
+    campaign = Campaign(id=str(uuid.uuid4()), status="draft", external_ids={}, **body.model_dump())
+    session.add(campaign)
+    return {"id": campaign.id, "status": campaign.status}
+
+
+@router.get("/campaigns", dependencies=[Depends(require("campaigns:read"))])
+def list_campaigns(
+    session: DB,
+    status_: Annotated[str | None, Query(alias="status")] = None,
+    platform: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CampaignOut]:
+    query = sa.select(Campaign).order_by(Campaign.created_at.desc()).limit(limit)
+    if status_:
+        query = query.where(Campaign.status == status_)
+    if platform:
+        query = query.where(Campaign.platform == platform)
+    return [_campaign_out(c) for c in session.scalars(query)]
+
+
+@router.get("/campaigns/{campaign_id}", dependencies=[Depends(require("campaigns:read"))])
+def get_campaign(campaign_id: str, session: DB) -> CampaignOut:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"campaign {campaign_id} not found")
+    return _campaign_out(campaign)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/publish",
+    status_code=202,
+    dependencies=[Depends(require("campaigns:write"))],
+)
+def publish_campaign(
+    campaign_id: str,
+    session: DB,
+    outbox: OutboxDep,
+    request: Request,
+    body: PublishIn | None = None,
+) -> dict[str, str]:
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"campaign {campaign_id} not found")
+    if campaign.status != "draft":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"campaign is {campaign.status!r}; only a draft can be published",
+        )
+    options = _options(body or PublishIn())
+    try:
+        command = publish_command(session, campaign, options)
+    except CommandRejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    task = issue_task(
+        session,
+        outbox,
+        "campaign.publish",
+        kwargs={"campaign_id": campaign.id},
+        options=options,
+        command=command,
+        subject=campaign.id,
+    )
+    campaign.status = "publishing"
+    campaign.task_id = task.id
+    campaign.updated_at = datetime.now(UTC)
+    request.state.notify_outbox = True
+    return {"task_id": task.id}
+
+
+# --- tasks ------------------------------------------------------------------------------------
+@router.post("/tasks", status_code=202, dependencies=[Depends(require("tasks:write"))])
+def run_task(body: TaskIn, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
+    options = _options(body)
+    try:
+        task = issue_task(
+            session, outbox, body.name, args=body.args, kwargs=body.kwargs, options=options
+        )
+    except CommandRejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    request.state.notify_outbox = True
+    return {"task_id": task.id}
+
+
+@router.get("/tasks", dependencies=[Depends(require("tasks:read"))])
+def list_tasks(
+    session: DB,
+    state: str | None = None,
+    name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[TaskOut]:
+    query = sa.select(Task).order_by(Task.updated_at.desc()).limit(limit)
+    if state:
+        if state.upper() not in TaskState.__members__:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown state {state!r}")
+        query = query.where(Task.state == state.upper())
+    if name:
+        query = query.where(Task.name == name)
+    return [_task_out(t) for t in session.scalars(query)]
+
+
+@router.get("/tasks/{task_id}", dependencies=[Depends(require("tasks:read"))])
+def get_task(task_id: str, session: DB) -> TaskOut:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    return _task_out(task)
+
+
+@router.post(
+    "/tasks/{task_id}/revoke", status_code=202, dependencies=[Depends(require("tasks:write"))]
+)
+def revoke_task(task_id: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    if TaskState(task.state) in FINAL_STATES:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"task is already {task.state}")
+    now = datetime.now(UTC)
+    outbox.add(
+        session,
+        new_event(
+            TaskRevoked(task_id=task_id, revoked_at=now),
+            source="gateway",
+            subject=task_id,
+            taskid=task_id,
+        ),
+    )
+    if task.state in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY):
+        task.history = [
+            *(task.history or []),
+            {"state": "REVOKED", "at": now.isoformat(), "attempt": task.attempts},
+        ]
+        task.state = TaskState.REVOKED.value
+        task.updated_at = now
+    request.state.notify_outbox = True
+    return {"task_id": task_id, "state": task.state}
+
+
+@router.websocket("/tasks/stream")
+async def task_stream(websocket: WebSocket) -> None:
+    """Every task transition as `{task_id, state, progress, result}`; token in the
+    Authorization header or the `token` query parameter (browsers cannot set headers)."""
+    header = websocket.headers.get("authorization", "")
+    token = header.removeprefix("Bearer ").strip() or websocket.query_params.get("token")
+    scopes = websocket.app.state.tokens.scopes_of(token)
+    if scopes is None or "tasks:read" not in scopes:
+        await websocket.close(code=4401 if scopes is None else 4403)
+        return
+    await websocket.accept()
+    hub = websocket.app.state.hub
+    queue = hub.subscribe()
+    try:
+        while True:
+            update = await queue.get()
+            await websocket.send_json(update)
+    except (WebSocketDisconnect, asyncio.CancelledError, RuntimeError):
+        pass
+    finally:
+        hub.unsubscribe(queue)
+
+
+# --- dead letters -----------------------------------------------------------------------------
+@router.get("/dead-letters", dependencies=[Depends(require("dlq:read"))])
+def list_dead_letters(
+    session: DB,
+    topic: str | None = None,
+    include_replayed: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterOut]:
+    query = sa.select(DeadLetter).order_by(DeadLetter.dead_at.desc()).limit(limit)
+    if topic:
+        query = query.where(DeadLetter.original_topic == topic)
+    if not include_replayed:
+        query = query.where(DeadLetter.replayed_at.is_(None))
+    return [DeadLetterOut.model_validate(d, from_attributes=True) for d in session.scalars(query)]
+
+
+@router.post(
+    "/dead-letters/{dead_letter_id}/replay",
+    status_code=202,
+    dependencies=[Depends(require("dlq:write"))],
+)
+def replay(dead_letter_id: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, Any]:
+    dead = session.get(DeadLetter, dead_letter_id, with_for_update=True)
+    if dead is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dead letter {dead_letter_id} not found")
+    replay_dead_letter(session, outbox, dead)
+    request.state.notify_outbox = True
+    return {"id": dead.id, "replayed_to": dead.original_topic, "task_id": dead.task_id}
+
+
+# --- schedules --------------------------------------------------------------------------------
+@router.get("/schedules", dependencies=[Depends(require("schedules:read"))])
+def list_schedules(request: Request) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    schedules = load_schedules(request.app.state.settings.schedules_file)
+    return [
+        {**s.model_dump(mode="json"), "next_run_at": s.next_slot(now).isoformat()}
+        for s in schedules.values()
+    ]
+
+
+@router.post(
+    "/schedules/{name}/run", status_code=202, dependencies=[Depends(require("schedules:write"))]
+)
+def run_schedule(name: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
+    schedules = load_schedules(request.app.state.settings.schedules_file)
+    schedule = schedules.get(name)
+    if schedule is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"schedule {name!r} not found")
+    options = options_from(priority=schedule.priority, expires=schedule.expires)
+    task = issue_task(
+        session, outbox, schedule.task, args=schedule.args, kwargs=schedule.kwargs, options=options
+    )
+    request.state.notify_outbox = True
+    return {"task_id": task.id, "schedule": name}
+
+
+# --- candidates and segmentation ---------------------------------------------------------------
+@router.post("/candidates", status_code=202, dependencies=[Depends(require("ml:write"))])
+def upsert_candidates(
+    body: CandidatesIn, session: DB, outbox: OutboxDep, request: Request
+) -> dict[str, int]:
+    for candidate in body.candidates:
+        outbox.add(session, new_event(candidate, source="gateway", subject=candidate.candidate_id))
+    request.state.notify_outbox = True
+    return {"accepted": len(body.candidates)}
+
+
+@router.get("/segments", dependencies=[Depends(require("ml:read"))])
+def list_segments(session: DB) -> list[dict[str, Any]]:
+    rows = session.execute(
+        sa.select(CandidateSegment.segment, CandidateSegment.model_version, sa.func.count())
+        .group_by(CandidateSegment.segment, CandidateSegment.model_version)
+        .order_by(CandidateSegment.segment)
+    ).all()
+    return [{"segment": s, "model_version": v, "candidates": n} for s, v, n in rows]
+
+
+@router.get("/segments/{candidate_id}", dependencies=[Depends(require("ml:read"))])
+def candidate_segment(candidate_id: str, session: DB) -> dict[str, Any]:
+    row = session.get(CandidateSegment, candidate_id)
+    if row is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"candidate {candidate_id} has no segment yet"
+        )
+    return {
+        "candidate_id": row.candidate_id,
+        "segment": row.segment,
+        "model_version": row.model_version,
+    }
+
+
+@router.get("/models", dependencies=[Depends(require("ml:read"))])
+def list_models(session: DB) -> list[dict[str, Any]]:
+    models = session.scalars(
+        sa.select(SegmentationModel).order_by(SegmentationModel.trained_at.desc())
+    )
+    return [
+        {
+            "version": m.version,
+            "n_clusters": m.n_clusters,
+            "n_samples": m.n_samples,
+            "metrics": m.metrics,
+            "trained_at": m.trained_at,
+        }
+        for m in models
+    ]

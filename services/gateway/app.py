@@ -1,0 +1,83 @@
+"""The gateway's FastAPI application: routes, health endpoints, the monitor page, and the
+background parts it owns (outbox relay, read-model consumer) started and stopped with it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.gateway.api import router
+from services.gateway.auth import TokenRegistry
+from services.gateway.live import TaskUpdateHub
+from services.gateway.settings import GatewaySettings
+from shared.service import Component, ServiceKit
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(
+    settings: GatewaySettings,
+    kit: ServiceKit,
+    hub: TaskUpdateHub,
+    components: list[Component],
+    readiness: dict[str, Callable[[], bool]],
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for component in components:
+            component.start()
+        yield
+        for component in reversed(components):
+            component.stop()
+        kit.producer.close()
+
+    app = FastAPI(
+        title="AdFlux Events gateway",
+        version="1.0",
+        description="Publish ad campaigns, run and watch tasks, operate dead letters.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = kit.db
+    app.state.outbox = kit.outbox
+    app.state.hub = hub
+    app.state.tokens = TokenRegistry(settings.api_token.get_secret_value(), settings.api_tokens)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def wake_relay(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if getattr(request.state, "notify_outbox", False):
+            kit.outbox.notify()
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        failing = [name for name, check in readiness.items() if not check()]
+        body: dict[str, Any] = {
+            "status": "ready" if not failing else "not ready",
+            "failing": failing,
+        }
+        return JSONResponse(body, status_code=503 if failing else 200)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/monitor", include_in_schema=False)
+    def monitor() -> FileResponse:
+        return FileResponse(STATIC / "monitor.html", media_type="text/html")
+
+    return app

@@ -1,0 +1,236 @@
+"""The gateway's read model: what each status or domain event changes in its tables.
+
+Handlers write through the consumer runtime's session, so each projection commits together
+with the event's tracking row (a redelivered event is not applied twice).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from services.gateway.live import TaskUpdateHub
+from services.gateway.models import Campaign, CandidateSegment, DeadLetter, SegmentationModel, Task
+from shared import retry as rules
+from shared.consumer import ConsumedRecord, HandlerContext
+from shared.db import Database
+from shared.envelope import Envelope, MalformedEvent, from_kafka
+from shared.events import (
+    FINAL_STATES,
+    CampaignMetricsUpdated,
+    CampaignPublished,
+    CampaignPublishFailed,
+    CampaignStatusChanged,
+    CandidateSegmented,
+    ModelTrained,
+    TaskState,
+    TaskStatus,
+)
+
+HISTORY_LIMIT = 100
+
+
+def _session(ctx: HandlerContext) -> Session:
+    assert ctx.session is not None, "gateway projections run with a database session"
+    return ctx.session
+
+
+class TaskProjection:
+    """`task.status` -> the `tasks` row, and a live update for WebSocket subscribers."""
+
+    def __init__(self, hub: TaskUpdateHub) -> None:
+        self.hub = hub
+
+    def __call__(self, envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
+        session = _session(ctx)
+        task = session.get(Task, status.task_id, with_for_update=True)
+        if task is None:  # a task started elsewhere (the ticker) appears on its first status
+            task = Task(
+                id=status.task_id,
+                name=status.name,
+                state=status.state.value,
+                attempts=0,
+                args=status.args or [],
+                kwargs=status.kwargs or {},
+                options={},
+                history=[],
+                created_at=status.at,
+            )
+            session.add(task)
+        elif not _applies(task, status):
+            return
+        task.state = status.state.value
+        task.attempts = max(
+            task.attempts or 0, status.attempt if status.state is not TaskState.PENDING else 0
+        )
+        if status.progress is not None:
+            task.progress = status.progress
+        if status.result is not None or status.state is TaskState.SUCCESS:
+            task.result = status.result
+        if status.error is not None:
+            task.error = status.error.model_dump(mode="json")
+        task.next_attempt_at = status.next_attempt_at
+        entry = {
+            "state": status.state.value,
+            "at": status.at.isoformat(),
+            "attempt": status.attempt,
+        }
+        if status.progress is not None:
+            entry["progress"] = status.progress
+        if status.error is not None:
+            entry["error"] = status.error.message
+        task.history = [*(task.history or []), entry][-HISTORY_LIMIT:]
+        task.updated_at = datetime.now(UTC)
+        self.hub.publish(
+            {
+                "task_id": task.id,
+                "name": task.name,
+                "state": task.state,
+                "progress": task.progress,
+                "result": task.result,
+                "attempt": status.attempt,
+            }
+        )
+
+
+def _applies(task: Task, status: TaskStatus) -> bool:
+    """Ignore a stale transition: nothing but a newer attempt moves a task out of a final state."""
+    current = TaskState(task.state)
+    if current in FINAL_STATES and status.state not in FINAL_STATES:
+        return status.attempt > (task.attempts or 0) and current is not TaskState.REVOKED
+    if current in FINAL_STATES and status.state in FINAL_STATES:
+        return status.attempt >= (task.attempts or 0) and current is not TaskState.REVOKED
+    return True
+
+
+class CampaignProjection:
+    """Domain events -> the `campaigns` row (status, external ids, metrics)."""
+
+    def published(self, envelope: Envelope, event: CampaignPublished, ctx: HandlerContext) -> None:
+        campaign = _session(ctx).get(Campaign, event.campaign_id)
+        if campaign is not None:
+            campaign.status = "active"
+            campaign.external_ids = dict(event.external_ids)
+            campaign.last_error = None
+            campaign.updated_at = datetime.now(UTC)
+
+    def publish_failed(
+        self, envelope: Envelope, event: CampaignPublishFailed, ctx: HandlerContext
+    ) -> None:
+        campaign = _session(ctx).get(Campaign, event.campaign_id)
+        if campaign is not None and campaign.status == "publishing":
+            campaign.status = "failed"
+            campaign.last_error = event.error.model_dump(mode="json")
+            campaign.updated_at = datetime.now(UTC)
+
+    def status_changed(
+        self, envelope: Envelope, event: CampaignStatusChanged, ctx: HandlerContext
+    ) -> None:
+        campaign = _find(_session(ctx), event.campaign_id, event.platform, event.external_id)
+        if campaign is not None and campaign.status not in ("draft", "publishing"):
+            campaign.status = event.status
+            campaign.updated_at = datetime.now(UTC)
+
+    def metrics_updated(
+        self, envelope: Envelope, event: CampaignMetricsUpdated, ctx: HandlerContext
+    ) -> None:
+        campaign = _find(_session(ctx), event.campaign_id, event.platform, event.external_id)
+        if campaign is not None:
+            campaign.metrics = event.model_dump(
+                mode="json", include={"impressions", "clicks", "spend", "conversions", "as_of"}
+            )
+            campaign.updated_at = datetime.now(UTC)
+
+
+def _find(
+    session: Session, campaign_id: str | None, platform: str, external_id: str
+) -> Campaign | None:
+    if campaign_id:
+        return session.get(Campaign, campaign_id)
+    for campaign in session.scalars(sa.select(Campaign).where(Campaign.platform == platform)):
+        if (campaign.external_ids or {}).get("campaign") == external_id:
+            return campaign
+    return None
+
+
+class SegmentProjection:
+    """ML events -> `segmentation_models` and `candidate_segments`."""
+
+    def model_trained(self, envelope: Envelope, event: ModelTrained, ctx: HandlerContext) -> None:
+        session = _session(ctx)
+        if session.get(SegmentationModel, event.model_version) is None:
+            session.add(
+                SegmentationModel(
+                    version=event.model_version,
+                    n_clusters=event.n_clusters,
+                    n_samples=event.n_samples,
+                    metrics=dict(event.metrics),
+                    trained_at=event.trained_at,
+                )
+            )
+
+    def segmented(self, envelope: Envelope, event: CandidateSegmented, ctx: HandlerContext) -> None:
+        session = _session(ctx)
+        row = session.get(CandidateSegment, event.candidate_id)
+        if row is None:
+            row = CandidateSegment(candidate_id=event.candidate_id)
+            session.add(row)
+        row.segment = event.segment
+        row.model_version = event.model_version
+        row.updated_at = datetime.now(UTC)
+
+
+class DeadLetterRecorder:
+    """Raw records of every dead-letter topic -> `dead_letters` (listed and replayed by the API)."""
+
+    def __init__(self, db: Database, logical_of: Any) -> None:
+        self.db = db
+        self.logical_of = logical_of
+
+    def __call__(self, record: ConsumedRecord) -> None:
+        headers = record.header_map()
+
+        def text(name: str) -> str | None:
+            raw = headers.get(name)
+            return raw.decode(errors="replace") if raw is not None else None
+
+        def number(name: str) -> int | None:
+            raw = text(name)
+            return int(raw) if raw is not None and raw.lstrip("-").isdigit() else None
+
+        event_type = event_id = task_id = None
+        try:
+            envelope = from_kafka(record.key, record.value, record.headers)
+            event_type, event_id, task_id = envelope.type, envelope.id, envelope.taskid
+        except MalformedEvent:
+            event_type = text("ce_type")
+        dead_id = f"{record.topic}:{record.partition}:{record.offset}"
+        with self.db.session() as session:
+            if session.get(DeadLetter, dead_id) is not None:
+                return
+            session.add(
+                DeadLetter(
+                    id=dead_id,
+                    dlq_topic=record.topic,
+                    original_topic=text(rules.H_ORIGINAL_TOPIC) or self.logical_of(record.topic),
+                    original_partition=number(rules.H_ORIGINAL_PARTITION),
+                    original_offset=number(rules.H_ORIGINAL_OFFSET),
+                    event_type=event_type,
+                    event_id=event_id,
+                    task_id=task_id,
+                    consumer_group=text(rules.H_CONSUMER_GROUP),
+                    reason=text(rules.H_REASON),
+                    error_class=text(rules.H_ERROR_CLASS),
+                    error_message=text(rules.H_ERROR_MESSAGE),
+                    attempts=number(rules.H_ATTEMPT) or 1,
+                    key=record.key,
+                    value=record.value,
+                    headers=[[k, v.decode("latin-1")] for k, v in record.headers],
+                    dead_at=datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+                    if record.timestamp_ms > 0
+                    else datetime.now(UTC),
+                )
+            )
