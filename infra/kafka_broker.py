@@ -51,8 +51,14 @@ def ensure_jars() -> None:
         return
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            f"-DoutputDirectory={LIBS}", "-DincludeScope=runtime",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={LIBS}",
+            "-DincludeScope=runtime",
         ],
         check=True,
     )
@@ -60,10 +66,14 @@ def ensure_jars() -> None:
 
 def _java(*args: str, log: Path | None = None) -> list[str]:
     return [
-        "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+        "java",
+        "-Xms256m",
+        "-Xmx768m",
+        "-XX:+UseG1GC",
         f"-Dlog4j2.configurationFile={LOG4J}",
         "-Djava.awt.headless=true",
-        "-cp", f"{LIBS}/*",
+        "-cp",
+        f"{LIBS}/*",
         *args,
     ]
 
@@ -105,8 +115,15 @@ def _format_storage(spec: BrokerSpec, config: Path) -> None:
     if (spec.data_dir / "logs" / "meta.properties").exists():
         return
     subprocess.run(
-        _java("kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()).replace("-", "")[:22],
-              "-c", str(config), "--ignore-formatted"),
+        _java(
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            str(uuid.uuid4()).replace("-", "")[:22],
+            "-c",
+            str(config),
+            "--ignore-formatted",
+        ),
         check=True,
         stdout=subprocess.DEVNULL,
     )

@@ -47,7 +47,7 @@ class Schedule(BaseModel):
 
     def slots_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Slot times t with start < t <= end, oldest first."""
-        slots = []
+        slots: list[datetime] = []
         it = croniter(self.cron, start)
         while True:
             slot = it.get_next(datetime)

@@ -3,11 +3,12 @@ say how it went (`campaign.published`, or `campaign.publish_failed` once retries
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from services.publisher.journal import DbStepJournal
-from services.publisher.platforms.base import AdPlatform, CampaignSpec, JobOpening, StepJournal
+from services.publisher.platforms.base import CampaignSpec, JobOpening, StepJournal
+from services.publisher.platforms.registry import PlatformFactory
 from shared.consumer import HandlerContext, HandlerOutcome
 from shared.db import Database
 from shared.envelope import Envelope, caused_by
@@ -20,7 +21,6 @@ from shared.events import (
 from shared.retry import PermanentError
 
 SOURCE = "publisher"
-PlatformFactory = Callable[[], AdPlatform]
 
 
 class ProgressJournal:

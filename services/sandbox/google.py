@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -55,6 +55,12 @@ def start_google_server(
     return server
 
 
+# Where in a request an error is: (field name, index) pairs, e.g. operations[0].create.name.
+Location = tuple[tuple[str, int | None], ...]
+# A validation finding: (error code, message, dotted field path inside the checked object).
+Check = tuple[str, str, str]
+
+
 @dataclass(frozen=True)
 class Problem:
     """One error of a failed call, before it becomes a versioned `GoogleAdsError`.
@@ -65,7 +71,7 @@ class Problem:
 
     code: str
     message: str
-    location: tuple[tuple[str, int | None], ...] = ()
+    location: Location = ()
     retry_delay: timedelta | None = None
 
 
@@ -203,7 +209,9 @@ def _parse_where(text: str) -> tuple[Condition, ...]:
     while position < len(text):
         head = _CONDITION.match(text, position)
         if head is None:
-            raise _invalid("query_error.UNEXPECTED_INPUT", f"Error in query near {text[position:]!r}.")
+            raise _invalid(
+                "query_error.UNEXPECTED_INPUT", f"Error in query near {text[position:]!r}."
+            )
         operator = " ".join(head["operator"].upper().split())
         if operator == "BETWEEN":
             operand = _RANGE_OPERAND.match(text, head.end())
@@ -242,14 +250,6 @@ def _like(pattern: str) -> re.Pattern[str]:
 # --- The service ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Staged:
-    """The objects one mutate request creates or changes, committed only if all are valid."""
-
-    objects: dict[str, Any] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-
-
 class GoogleAdsSandbox:
     """The RPC implementations of one API version over the shared `SandboxState`."""
 
@@ -259,15 +259,13 @@ class GoogleAdsSandbox:
         self._version = api_version
         package = f"google.ads.googleads.{api_version}"
         self._errors = importlib.import_module(f"{package}.errors.types.errors")
-        self._search_types = importlib.import_module(
-            f"{package}.services.types.google_ads_service"
-        )
+        self._search_types = importlib.import_module(f"{package}.services.types.google_ads_service")
         self._failure_key = f"{package}.errors.googleadsfailure-bin"
         self._row_descriptor: Descriptor = self._search_types.GoogleAdsRow.pb().DESCRIPTOR
         # A mutate validates against the stored objects and commits as one step.
         self._lock = threading.Lock()
         self._created_at: dict[str, float] = {}
-        self._checks: dict[str, Callable[[str, Any], Iterator[tuple[str, str, str]]]] = {
+        self._checks: dict[str, Callable[[str, Any, list[Any]], Iterator[Check]]] = {
             "campaign_budget": self._check_budget,
             "campaign": self._check_campaign,
             "ad_group": self._check_ad_group,
@@ -425,20 +423,19 @@ class GoogleAdsSandbox:
             problems: list[Problem] = []
             names = []
             for index, operation in enumerate(request.operations):
-                kind = type(operation).pb(operation).WhichOneof("operation") or "operation"
-                at = Location((("operations", index), (kind, None)))
-                if kind == "create":
-                    name = self._create(resource, customer, operation.create, staged, at)
-                elif kind == "update":
-                    name = self._update(resource, customer, operation, staged, at)
-                elif kind == "remove":
-                    name = self._remove(resource, customer, operation.remove, staged, at)
-                else:
-                    raise _invalid("request_error.OPERATION_REQUIRED", "An operation is empty.")
-                if isinstance(name, Problem):
-                    problems.append(name)
-                else:
-                    names.append(name)
+                kind = type(operation).pb(operation).WhichOneof("operation")
+                at: Location = (("operations", index), (kind or "operation", None))
+                try:
+                    if kind == "create":
+                        names.append(self._create(resource, customer, operation.create, staged))
+                    elif kind == "update":
+                        names.append(self._update(resource, customer, operation, staged))
+                    elif kind == "remove":
+                        names.append(self._remove(resource, customer, operation.remove, staged))
+                    else:
+                        raise _invalid("request_error.OPERATION_REQUIRED", "Empty operation.")
+                except ApiError as error:
+                    problems += [replace(p, location=at + p.location) for p in error.problems]
             if problems:
                 raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, problems)
             if not request.validate_only:
@@ -447,3 +444,235 @@ class GoogleAdsSandbox:
                     self._created_at.setdefault(name, now)
                     self._objects(resource)[name] = obj
             return names
+
+    def _current(self, resource: str, customer: str, staged: dict[str, Any]) -> list[Any]:
+        """The customer's objects of one resource that are not removed, this request's included."""
+        objects = {**self._objects(resource), **staged}
+        return [
+            obj
+            for name, obj in objects.items()
+            if name.startswith(f"customers/{customer}/") and obj.status.name != "REMOVED"
+        ]
+
+    def _create(self, resource: str, customer: str, obj: Any, staged: dict[str, Any]) -> str:
+        siblings = self._current(resource, customer, staged)
+        problems = [
+            Problem(code, message, tuple((part, None) for part in path.split(".") if part))
+            for code, message, path in self._checks[resource](customer, obj, siblings)
+        ]
+        if problems:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, problems)
+        new_id = self._state.next_id()
+        if resource == "ad_group_ad":
+            obj.ad.id = new_id
+            obj.ad.resource_name = f"customers/{customer}/ads/{new_id}"
+            name = f"customers/{customer}/adGroupAds/{_resource_id(obj.ad_group)}~{new_id}"
+        else:
+            obj.id = new_id
+            collection = _camel(resource)[0].lower() + _camel(resource)[1:] + "s"
+            name = f"customers/{customer}/{collection}/{new_id}"
+        obj.resource_name = name
+        if not obj.status:
+            obj.status = "ENABLED"
+        staged[name] = obj
+        return name
+
+    def _existing(self, resource: str, customer: str, name: str, staged: dict[str, Any]) -> Any:
+        current = staged.get(name, self._objects(resource).get(name))
+        if current is None or not name.startswith(f"customers/{customer}/"):
+            raise _invalid("mutate_error.RESOURCE_NOT_FOUND", f"{name!r} does not exist.")
+        return current
+
+    def _update(self, resource: str, customer: str, operation: Any, staged: dict[str, Any]) -> str:
+        update = operation.update
+        current = self._existing(resource, customer, update.resource_name, staged)
+        # The SDK's field_mask() helper lists resource_name too; it identifies, never changes.
+        paths = [path for path in operation.update_mask.paths if path != "resource_name"]
+        if not paths:
+            raise _invalid("field_mask_error.FIELD_MASK_MISSING", "The update mask is empty.")
+        message_type = type(current)
+        source, target = message_type.pb(update), message_type.pb(message_type(current))
+        for path in paths:
+            if _field(source.DESCRIPTOR, path) is None:
+                raise _invalid("field_mask_error.FIELD_NOT_FOUND", f"No field {path!r}.")
+            _copy_field(source, target, path)
+        staged[update.resource_name] = message_type.wrap(target)
+        return str(update.resource_name)
+
+    def _remove(self, resource: str, customer: str, name: str, staged: dict[str, Any]) -> str:
+        removed = type(current := self._existing(resource, customer, name, staged))(current)
+        removed.status = "REMOVED"
+        staged[name] = removed
+        return name
+
+    # --- validation: each check yields (error code, message, field path in the object) -------
+
+    def _check_parent(self, resource: str, customer: str, obj: Any) -> Iterator[Check]:
+        parent, link = _PARENTS[resource]
+        name = getattr(obj, link)
+        if not name:
+            yield "field_error.REQUIRED", f"The {link} is required.", link
+        elif name not in self._objects(parent) or not name.startswith(f"customers/{customer}/"):
+            yield "mutate_error.RESOURCE_NOT_FOUND", f"{name!r} does not exist.", link
+
+    def _check_budget(self, customer: str, budget: Any, siblings: list[Any]) -> Iterator[Check]:
+        if not budget.name:
+            yield "field_error.REQUIRED", "A budget needs a name.", "name"
+        elif any(other.name == budget.name for other in siblings):
+            yield "campaign_budget_error.DUPLICATE_NAME", "The budget name is taken.", "name"
+        if budget.amount_micros <= 0:
+            yield "field_error.REQUIRED", "A budget needs a positive amount.", "amount_micros"
+
+    def _check_campaign(self, customer: str, campaign: Any, siblings: list[Any]) -> Iterator[Check]:
+        if not campaign.name:
+            yield "field_error.REQUIRED", "A campaign needs a name.", "name"
+        elif any(other.name == campaign.name for other in siblings):
+            yield "campaign_error.DUPLICATE_CAMPAIGN_NAME", "The campaign name is taken.", "name"
+        if not campaign.advertising_channel_type:
+            yield (
+                "field_error.REQUIRED",
+                "Set advertising_channel_type.",
+                "advertising_channel_type",
+            )
+        if not campaign.contains_eu_political_advertising:
+            yield (
+                "mutate_error.EU_POLITICAL_ADVERTISING_DECLARATION_REQUIRED",
+                "Declare whether the campaign contains EU political advertising.",
+                "contains_eu_political_advertising",
+            )
+        if type(campaign).pb(campaign).WhichOneof("campaign_bidding_strategy") is None:
+            yield "field_error.REQUIRED", "A campaign needs a bidding strategy.", ""
+        yield from self._check_parent("campaign", customer, campaign)
+        budget = self._objects("campaign_budget").get(campaign.campaign_budget)
+        if (
+            budget is not None
+            and not budget.explicitly_shared
+            and any(other.campaign_budget == budget.resource_name for other in siblings)
+        ):
+            yield (
+                "campaign_budget_error.CANNOT_USE_IMPLICITLY_SHARED_CAMPAIGN_BUDGET_WITH_MULTIPLE_CAMPAIGNS",
+                "The budget is not shared and already has a campaign.",
+                "campaign_budget",
+            )
+
+    def _check_ad_group(self, customer: str, ad_group: Any, siblings: list[Any]) -> Iterator[Check]:
+        if not ad_group.name:
+            yield "field_error.REQUIRED", "An ad group needs a name.", "name"
+        elif any(
+            other.name == ad_group.name and other.campaign == ad_group.campaign
+            for other in siblings
+        ):
+            yield "ad_group_error.DUPLICATE_ADGROUP_NAME", "The ad group name is taken.", "name"
+        yield from self._check_parent("ad_group", customer, ad_group)
+
+    def _check_ad_group_ad(self, customer: str, ad: Any, siblings: list[Any]) -> Iterator[Check]:
+        yield from self._check_parent("ad_group_ad", customer, ad)
+        rsa = ad.ad.responsive_search_ad
+        path = "ad.responsive_search_ad"
+        for kind, texts, minimum, maximum, max_length in (
+            ("headlines", rsa.headlines, 3, 15, _MAX_HEADLINE_LENGTH),
+            ("descriptions", rsa.descriptions, 2, 4, _MAX_DESCRIPTION_LENGTH),
+        ):
+            if len(texts) < minimum:
+                yield (
+                    "collection_size_error.TOO_FEW",
+                    f"At least {minimum} {kind}.",
+                    f"{path}.{kind}",
+                )
+            if len(texts) > maximum:
+                yield (
+                    "collection_size_error.TOO_MANY",
+                    f"At most {maximum} {kind}.",
+                    f"{path}.{kind}",
+                )
+            for asset in texts:
+                if not asset.text:
+                    yield "string_length_error.EMPTY", f"Empty text in {kind}.", f"{path}.{kind}"
+                elif len(asset.text) > max_length:
+                    yield (
+                        "string_length_error.TOO_LONG",
+                        f"{asset.text!r} is longer than {max_length} characters.",
+                        f"{path}.{kind}",
+                    )
+        if not ad.ad.final_urls:
+            yield "field_error.REQUIRED", "An ad needs a final URL.", "ad.final_urls"
+
+    # --- GAQL search -------------------------------------------------------------------------
+
+    def _search(self, request: Any) -> Any:
+        rows = self._rows(request.customer_id, Query.parse(request.query))
+        page_size = request.page_size or _MAX_PAGE_SIZE
+        token = request.page_token
+        if token and not (token.isdigit() and int(token) <= len(rows)):
+            raise _invalid("request_error.INVALID_PAGE_TOKEN", f"Bad page token {token!r}.")
+        start = int(token or 0)
+        end = start + page_size
+        response = self._search_types.SearchGoogleAdsResponse(results=rows[start:end])
+        if end < len(rows):
+            response.next_page_token = str(end)
+        return response
+
+    def _search_stream(self, request: Any) -> list[Any]:
+        rows = self._rows(request.customer_id, Query.parse(request.query))
+        response_type = self._search_types.SearchGoogleAdsStreamResponse
+        batches = [
+            rows[start : start + _MAX_PAGE_SIZE] for start in range(0, len(rows), _MAX_PAGE_SIZE)
+        ]
+        return [response_type(results=batch) for batch in batches or [[]]]
+
+    def _rows(self, customer: str, query: Query) -> list[Any]:
+        if query.resource not in _RESOURCES:
+            raise _invalid(
+                "query_error.BAD_RESOURCE_TYPE_IN_FROM_CLAUSE",
+                f"Cannot select from {query.resource}.",
+            )
+        visible = {"metrics", "segments", query.resource}
+        resource = query.resource
+        while resource in _PARENTS:
+            resource = _PARENTS[resource][0]
+            visible.add(resource)
+        for path in (*query.fields, *(condition.field for condition in query.conditions)):
+            if _field(self._row_descriptor, path) is None:
+                raise _invalid("query_error.UNRECOGNIZED_FIELD", f"Unrecognized field {path!r}.")
+            if path.split(".")[0] not in visible:
+                raise _invalid(
+                    "query_error.PROHIBITED_RESOURCE_TYPE_IN_SELECT_CLAUSE",
+                    f"{path!r} cannot be selected from {query.resource}.",
+                )
+        row_type = self._search_types.GoogleAdsRow
+        rows = []
+        with self._lock:
+            for name, obj in self._objects(query.resource).items():
+                if not name.startswith(f"customers/{customer}/"):
+                    continue
+                full = self._full_row(query.resource, obj)
+                if all(condition.matches(full) for condition in query.conditions):
+                    row = row_type.pb()()
+                    for path in query.fields:
+                        _copy_field(full, row, path)
+                    rows.append(row_type.wrap(row))
+        return rows[: query.limit]
+
+    def _full_row(self, resource: str, obj: Any) -> Message:
+        """A row with every field of the object, its ancestors and its metrics."""
+        row = self._search_types.GoogleAdsRow()
+        name = obj.resource_name
+        row.metrics = self._metrics(name)
+        current: Any = obj
+        while current is not None:
+            setattr(row, resource, current)
+            if resource not in _PARENTS:
+                break
+            resource, link = _PARENTS[resource]
+            current = self._objects(resource).get(getattr(current, link))
+        return self._search_types.GoogleAdsRow.pb(row)
+
+    def _metrics(self, resource_name: str) -> dict[str, Any]:
+        age = time.monotonic() - self._created_at.get(resource_name, time.monotonic())
+        metrics = self._state.metrics_for(resource_name, age)
+        return {
+            "impressions": metrics.impressions,
+            "clicks": metrics.clicks,
+            "cost_micros": metrics.cost_micros,
+            "conversions": metrics.conversions,
+        }

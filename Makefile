@@ -1,0 +1,79 @@
+# AdFlux Events — the one entry point for every routine task. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KAFKA_PORT ?= 9092
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup kafka-jars kafka kafka-stop postgres up down status test test-unit test-chaos lint format schemas bench migration clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) kafka-jars ## Virtualenv, Python dependencies and the Kafka broker's jars
+
+kafka-jars: $(STAMP)
+	$(PY) -m infra.kafka_broker jars
+
+kafka: setup ## Start the local Kafka broker (KRaft) unless one answers
+	$(PY) -m infra.kafka_broker start --port $(KAFKA_PORT)
+
+kafka-stop: ## Stop the broker `make kafka` started
+	$(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT)
+
+postgres: ## Ensure a local PostgreSQL answers (installs Debian's package when absent)
+	infra/postgres.sh
+
+up: setup ## Run the whole system in the background (.run/*.pid, .run/*.log)
+	$(PY) -m infra.kafka_broker start --port $(KAFKA_PORT)
+	$(PY) -m infra.stack up
+
+down: ## Stop what `make up` started
+	-$(PY) -m infra.stack down
+	-$(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT)
+
+status: ## Show which processes of `make up` are running
+	$(PY) -m infra.stack status
+
+test: setup ## Set up, start broker and database, run the whole test suite
+	@set -o pipefail; \
+	started=$$($(PY) -m infra.kafka_broker start --port $(KAFKA_PORT) | tee /dev/stderr | grep -c started || true); \
+	export ADFLUX_TEST_DATABASE_URL="$${ADFLUX_TEST_DATABASE_URL:-$$(infra/postgres.sh)}"; \
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ "$$started" = "1" ]; then $(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT); fi; \
+	exit $$rc
+
+test-unit: setup ## Only the unit tests (no broker, no database)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff format --check, ruff check, mypy
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy shared services infra
+
+format: setup ## Apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+schemas: setup ## Regenerate schemas/ and asyncapi.yaml from the event models
+	$(PY) -m shared.contracts write
+
+bench: setup ## Benchmarks: publish round trip, retry due-time accuracy
+	@started=$$($(PY) -m infra.kafka_broker start --port $(KAFKA_PORT) | grep -c started || true); \
+	$(PY) -m bench; rc=$$?; \
+	if [ "$$started" = "1" ]; then $(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT); fi; exit $$rc
+
+migration: setup ## New Alembic migration: make migration SERVICE=gateway MSG="add x"
+	$(PY) -c "import importlib, tempfile; from shared.db import Database; m = importlib.import_module('services.$(SERVICE).models').metadata; Database('', '$(SERVICE)', tempfile.mkdtemp()).autogenerate(m, '$(MSG)')"
+
+clean: down ## Remove run state (.run) but keep caches
+	rm -rf .run

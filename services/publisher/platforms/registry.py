@@ -1,0 +1,40 @@
+"""Which adapter serves which platform: built lazily, once per process (the Google SDK costs
+~0.6 s and ~110 MB on first use, so Meta-only processes never load it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from services.publisher.platforms.base import AdPlatform
+from shared.settings import PlatformSettings
+
+PlatformFactory = Callable[[], AdPlatform]
+
+
+def once(build: Callable[[], AdPlatform]) -> PlatformFactory:
+    """A factory that builds on first call and returns the same adapter afterwards."""
+    built: list[AdPlatform] = []
+    lock = threading.Lock()
+
+    def get() -> AdPlatform:
+        with lock:
+            if not built:
+                built.append(build())
+            return built[0]
+
+    return get
+
+
+def platform_factories(settings: PlatformSettings) -> dict[str, PlatformFactory]:
+    def meta() -> AdPlatform:
+        from services.publisher.platforms.meta import MetaAdsPlatform
+
+        return MetaAdsPlatform(settings)
+
+    def google() -> AdPlatform:
+        from services.publisher.platforms.google import GoogleAdsPlatform
+
+        return GoogleAdsPlatform(settings)
+
+    return {"meta": once(meta), "google": once(google)}

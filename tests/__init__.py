@@ -1,0 +1,1 @@
+"""AdFlux Events test suite: unit (pure logic), integration (real broker and database), e2e."""

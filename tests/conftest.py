@@ -1,0 +1,87 @@
+"""Fixtures: the real Kafka broker and PostgreSQL server, started once per session, and per
+test a unique topic prefix and a fresh database, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from infra import kafka_broker
+from shared.topics import TopicNames, parse_tiers, provision_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+# Short delay tiers so retries happen within a test.
+TEST_TIERS = "1s:1,3s:3,10s:10"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A real broker: the one answering on ADFLUX_TEST_KAFKA_PORT (9092), else started here."""
+    port = int(os.environ.get("ADFLUX_TEST_KAFKA_PORT", "9092"))
+    spec = kafka_broker.BrokerSpec(port=port, controller_port=port + 1)
+    started = kafka_broker.start(spec)
+    yield spec.bootstrap
+    if started:
+        kafka_broker.stop(spec)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The server's URL (ADFLUX_TEST_DATABASE_URL, else ensured by infra/postgres.sh)."""
+    url = os.environ.get("ADFLUX_TEST_DATABASE_URL")
+    if not url:
+        url = subprocess.run(
+            [str(ROOT / "infra" / "postgres.sh")], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    return url
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"adflux_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def names(topic_prefix: str, kafka_bootstrap: str) -> TopicNames:
+    """This test's topic names, created on the broker."""
+    topic_names = TopicNames(topic_prefix, parse_tiers(TEST_TIERS))
+    provision_topics(kafka_bootstrap, topic_names)
+    return topic_names
+
+
+@pytest.fixture
+def service_env(
+    kafka_bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for service processes of this test (shared broker, own topics and DB)."""
+    return {
+        "ADFLUX_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "ADFLUX_TOPIC_PREFIX": topic_prefix,
+        "ADFLUX_DATABASE_URL": database_url,
+        "ADFLUX_RETRY_TIERS": TEST_TIERS,
+        "ADFLUX_DEFAULT_RETRY_DELAY": "1",
+        "ADFLUX_METRICS_PORT": "0",
+        "ADFLUX_DATA_DIR": str(tmp_path / "data"),
+        "ADFLUX_API_TOKEN": "test-token",
+        "ADFLUX_LOG_JSON": "true",
+    }
