@@ -19,9 +19,10 @@ Platform = Literal["meta", "google"]
 
 
 class Payload(BaseModel):
-    """Base of every event payload: unknown fields are rejected, names are stable."""
+    """Base of every event payload. Unknown fields are ignored, so a consumer accepts events
+    from a newer producer that added optional fields (schemas evolve by addition)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class TaskState(StrEnum):

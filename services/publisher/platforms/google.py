@@ -1,0 +1,421 @@
+"""The Google Ads adapter: `AdPlatform` over the real `google-ads` SDK, imported lazily.
+
+The SDK (~170 MB, ~1 s to import and build the clients) is imported by the constructor, not
+by this module, so processes that only talk to Meta never load it (the registry builds
+adapters on first use).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+import grpc
+
+from services.publisher.platforms.base import (
+    CampaignSnapshot,
+    CampaignSpec,
+    JobOpening,
+    PermanentPlatformError,
+    PlatformError,
+    PlatformName,
+    StepJournal,
+    TransientPlatformError,
+)
+from shared.settings import PlatformSettings
+
+_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_STATUSES = {"ENABLED": "active", "PAUSED": "paused", "REMOVED": "removed"}
+_TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+_TRANSIENT_ERROR_CATEGORIES = frozenset({"quota_error", "internal_error"})
+_MAX_HEADLINE_LENGTH = 30
+_MAX_DESCRIPTION_LENGTH = 90
+_METRICS_QUERY = (
+    "SELECT campaign.id, campaign.status, metrics.impressions, metrics.clicks,"
+    " metrics.cost_micros, metrics.conversions FROM campaign"
+    " WHERE segments.date DURING LAST_7_DAYS"
+)
+
+
+class GoogleAdsPlatform:
+    """`AdPlatform` for one Google Ads customer account.
+
+    External ids: the "campaign" step records the numeric campaign id (what sync and status
+    changes take); "budget", "ad_group" and "ad" record resource names, which the next
+    step needs as its parent.
+    """
+
+    name: PlatformName = "google"
+    steps: tuple[str, ...] = ("budget", "campaign", "ad_group", "ad")
+
+    def __init__(self, settings: PlatformSettings) -> None:
+        self._customer_id = settings.google_ads_customer_id
+        self._timeout = settings.google_ads_timeout
+        # Built once: each service client owns a channel. Worker threads share them without a
+        # lock, as gRPC channels and the generated clients are thread-safe and nothing here
+        # changes after construction.
+        self._sdk = _Sdk.connect(settings)
+
+    def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
+        create: dict[str, Callable[[CampaignSpec, dict[str, str]], str]] = {
+            "budget": self._create_budget,
+            "campaign": self._create_campaign,
+            "ad_group": self._create_ad_group,
+            "ad": self._create_ad,
+        }
+        ids: dict[str, str] = {}
+        with self._platform_errors():
+            for step in self.steps:
+                external_id = journal.created_id(step)
+                if external_id is None and journal.was_attempted(step):
+                    # The create may have succeeded before the crash or timeout: reuse it.
+                    external_id = self._find(step, spec, ids)
+                    if external_id is not None:
+                        journal.record(step, external_id)
+                elif external_id is None:
+                    journal.mark_attempt(step)
+                if external_id is None:
+                    external_id = create[step](spec, ids)
+                    journal.record(step, external_id)
+                ids[step] = external_id
+        return ids
+
+    def fetch_statuses_and_metrics(
+        self, external_ids: list[str] | None = None
+    ) -> list[CampaignSnapshot]:
+        if external_ids == []:
+            return []
+        query = _METRICS_QUERY
+        if external_ids:
+            query += f" AND campaign.id IN ({', '.join(str(int(i)) for i in external_ids)})"
+        with self._platform_errors():
+            stream = self._call(self._sdk.search.search_stream, query=query)
+            return [_snapshot(row) for batch in stream for row in batch.results]
+
+    def set_campaign_status(self, external_id: str, status: Literal["active", "paused"]) -> None:
+        sdk = self._sdk
+        operation = sdk.client.get_type("CampaignOperation")
+        campaign = operation.update
+        campaign.resource_name = sdk.campaigns.campaign_path(self._customer_id, external_id)
+        statuses = sdk.client.enums.CampaignStatusEnum
+        campaign.status = statuses.ENABLED if status == "active" else statuses.PAUSED
+        sdk.client.copy_from(
+            operation.update_mask, sdk.field_mask(None, type(campaign).pb(campaign))
+        )
+        with self._platform_errors():
+            self._call(sdk.campaigns.mutate_campaigns, operations=[operation])
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def _create_budget(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+        sdk = self._sdk
+        operation = sdk.client.get_type("CampaignBudgetOperation")
+        budget = operation.create
+        budget.name = _object_name(f"{spec.name} budget", spec)
+        budget.amount_micros = int((spec.daily_budget * 1_000_000).to_integral_value(ROUND_HALF_UP))
+        budget.delivery_method = sdk.client.enums.BudgetDeliveryMethodEnum.STANDARD
+        budget.explicitly_shared = False
+        response = self._call(sdk.budgets.mutate_campaign_budgets, operations=[operation])
+        return str(response.results[0].resource_name)
+
+    def _create_campaign(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+        sdk = self._sdk
+        enums = sdk.client.enums
+        operation = sdk.client.get_type("CampaignOperation")
+        campaign = operation.create
+        campaign.name = _object_name(spec.name, spec)
+        campaign.campaign_budget = ids["budget"]
+        campaign.advertising_channel_type = enums.AdvertisingChannelTypeEnum.SEARCH
+        campaign.status = enums.CampaignStatusEnum.ENABLED
+        campaign.maximize_conversions = sdk.client.get_type("MaximizeConversions")
+        campaign.contains_eu_political_advertising = (
+            enums.EuPoliticalAdvertisingStatusEnum.DOES_NOT_CONTAIN_EU_POLITICAL_ADVERTISING
+        )
+        campaign.network_settings.target_google_search = True
+        campaign.network_settings.target_search_network = True
+        response = self._call(sdk.campaigns.mutate_campaigns, operations=[operation])
+        return _resource_id(response.results[0].resource_name)
+
+    def _create_ad_group(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+        sdk = self._sdk
+        enums = sdk.client.enums
+        operation = sdk.client.get_type("AdGroupOperation")
+        ad_group = operation.create
+        ad_group.name = _object_name(spec.job.title, spec)
+        ad_group.campaign = sdk.campaigns.campaign_path(self._customer_id, ids["campaign"])
+        ad_group.type_ = enums.AdGroupTypeEnum.SEARCH_STANDARD
+        ad_group.status = enums.AdGroupStatusEnum.ENABLED
+        response = self._call(sdk.ad_groups.mutate_ad_groups, operations=[operation])
+        return str(response.results[0].resource_name)
+
+    def _create_ad(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+        sdk = self._sdk
+        operation = sdk.client.get_type("AdGroupAdOperation")
+        ad_group_ad = operation.create
+        ad_group_ad.ad_group = ids["ad_group"]
+        ad_group_ad.status = sdk.client.enums.AdGroupAdStatusEnum.ENABLED
+        ad_group_ad.ad.final_urls.append(spec.job.url)
+        text_asset = type(sdk.client.get_type("AdTextAsset"))
+        rsa = ad_group_ad.ad.responsive_search_ad
+        rsa.headlines.extend(text_asset(text=text) for text in _headlines(spec.job))
+        rsa.descriptions.extend(text_asset(text=text) for text in _descriptions(spec.job))
+        response = self._call(sdk.ads.mutate_ad_group_ads, operations=[operation])
+        return str(response.results[0].resource_name)
+
+    def _find(self, step: str, spec: CampaignSpec, ids: dict[str, str]) -> str | None:
+        """The object an earlier, unrecorded attempt at `step` created, if it exists."""
+        if step == "budget":
+            name = _gaql_string(_object_name(f"{spec.name} budget", spec))
+            query = (
+                "SELECT campaign_budget.resource_name FROM campaign_budget"
+                f" WHERE campaign_budget.name = {name}"
+            )
+        elif step == "campaign":
+            name = _gaql_string(_object_name(spec.name, spec))
+            query = f"SELECT campaign.id FROM campaign WHERE campaign.name = {name}"
+        elif step == "ad_group":
+            name = _gaql_string(_object_name(spec.job.title, spec))
+            query = (
+                "SELECT ad_group.resource_name FROM ad_group"
+                f" WHERE campaign.id = {int(ids['campaign'])} AND ad_group.name = {name}"
+            )
+        else:
+            # Responsive search ads have no name; our ad group holds only our ad.
+            query = (
+                "SELECT ad_group_ad.resource_name FROM ad_group_ad"
+                f" WHERE ad_group.resource_name = {_gaql_string(ids['ad_group'])}"
+            )
+        rows = list(self._call(self._sdk.search.search, query=query))
+        if not rows:
+            return None
+        if step == "campaign":
+            return str(rows[0].campaign.id)
+        resource = {"budget": "campaign_budget", "ad_group": "ad_group", "ad": "ad_group_ad"}[step]
+        return str(getattr(rows[0], resource).resource_name)
+
+    # --- SDK plumbing ------------------------------------------------------------------------
+
+    def _call(self, method: Callable[..., Any], **fields: Any) -> Any:
+        # The SDK sets neither a deadline nor a retry policy we want: retries are ours.
+        return method(customer_id=self._customer_id, retry=None, timeout=self._timeout, **fields)
+
+    @contextmanager
+    def _platform_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except PlatformError:
+            raise
+        except Exception as error:
+            translated = _platform_error(error, self._sdk)
+            if translated is None:
+                raise
+            raise translated from error
+
+
+@dataclass(frozen=True)
+class _Sdk:
+    """What one adapter builds once: the SDK client and the service clients it calls."""
+
+    client: Any
+    budgets: Any
+    campaigns: Any
+    ad_groups: Any
+    ads: Any
+    search: Any
+    field_mask: Callable[[Any, Any], Any]
+    # To decode a GoogleAdsFailure from trailing metadata where the SDK leaves it there.
+    failure_type: Any
+    failure_key: str
+
+    @classmethod
+    def connect(cls, settings: PlatformSettings) -> _Sdk:
+        from google.ads.googleads.client import GoogleAdsClient
+        from google.api_core.protobuf_helpers import field_mask
+
+        version = settings.google_ads_api_version
+        client = GoogleAdsClient(
+            credentials=_credentials(settings),
+            developer_token=settings.google_ads_developer_token.get_secret_value(),
+            endpoint=settings.google_ads_endpoint,
+            login_customer_id=settings.google_ads_login_customer_id,
+            use_proto_plus=True,
+            version=version,
+        )
+        service: Callable[[str], Any] = client.get_service
+        if settings.google_ads_insecure:
+            channel = _sandbox_channel(client, settings)
+            service = lambda name: _service_on(channel, name, version)  # noqa: E731
+        errors = importlib.import_module(f"google.ads.googleads.{version}.errors.types.errors")
+        return cls(
+            client=client,
+            budgets=service("CampaignBudgetService"),
+            campaigns=service("CampaignService"),
+            ad_groups=service("AdGroupService"),
+            ads=service("AdGroupAdService"),
+            search=service("GoogleAdsService"),
+            field_mask=field_mask,
+            failure_type=errors.GoogleAdsFailure,
+            failure_key=f"google.ads.googleads.{version}.errors.googleadsfailure-bin",
+        )
+
+
+def _credentials(settings: PlatformSettings) -> Any:
+    from google.oauth2.credentials import Credentials
+
+    if settings.google_ads_refresh_token is None:
+        return Credentials(token=settings.google_ads_oauth_token.get_secret_value())
+    secret = settings.google_ads_client_secret
+    return Credentials(
+        token=None,
+        refresh_token=settings.google_ads_refresh_token.get_secret_value(),
+        client_id=settings.google_ads_client_id,
+        client_secret=secret.get_secret_value() if secret else None,
+        token_uri=_TOKEN_URI,
+    )
+
+
+def _sandbox_channel(client: Any, settings: PlatformSettings) -> grpc.Channel:
+    """A plaintext channel to the local sandbox, intercepted as `get_service()` does.
+
+    `GoogleAdsClient` always opens TLS, and `grpc.insecure_channel` drops call credentials,
+    so the bearer token rides on local (loopback-only) channel credentials instead.
+    """
+    from google.ads.googleads.client import _GRPC_CHANNEL_OPTIONS
+    from google.ads.googleads.interceptors import (
+        ExceptionInterceptor,
+        LoggingInterceptor,
+        MetadataInterceptor,
+    )
+
+    version = settings.google_ads_api_version
+    credentials = grpc.composite_channel_credentials(
+        grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
+        grpc.access_token_call_credentials(settings.google_ads_oauth_token.get_secret_value()),
+    )
+    channel = grpc.secure_channel(
+        settings.google_ads_endpoint, credentials, options=_GRPC_CHANNEL_OPTIONS
+    )
+    return grpc.intercept_channel(
+        channel,
+        MetadataInterceptor(
+            client.developer_token, client.login_customer_id, client.linked_customer_id
+        ),
+        LoggingInterceptor(
+            logging.getLogger("google.ads.googleads.client"), version, settings.google_ads_endpoint
+        ),
+        ExceptionInterceptor(version, use_proto_plus=True),
+    )
+
+
+def _service_on(channel: grpc.Channel, name: str, version: str) -> Any:
+    from google.ads.googleads import util
+    from google.ads.googleads.client import _CLIENT_INFO
+
+    module = importlib.import_module(
+        f"google.ads.googleads.{version}.services.services."
+        f"{util.convert_upper_case_to_snake_case(name)}"
+    )
+    client_class = getattr(module, f"{name}Client")
+    transport_class = client_class.get_transport_class("grpc")
+    return client_class(transport=transport_class(channel=channel, client_info=_CLIENT_INFO))
+
+
+# --- translation ------------------------------------------------------------------------------
+
+
+def _platform_error(error: Exception, sdk: _Sdk) -> PlatformError | None:
+    """The `PlatformError` for an SDK or gRPC error; None for anything else."""
+    from google.ads.googleads.errors import GoogleAdsException
+    from google.api_core.exceptions import GoogleAPICallError
+
+    if isinstance(error, GoogleAdsException):
+        call, status, message = error.call, error.call.code(), error.call.details()
+    elif isinstance(error, GoogleAPICallError):
+        call, status, message = error.response, error.grpc_status_code, error.message
+    elif isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+        call, status, message = error, error.code(), error.details()
+    else:
+        return None
+    metadata = dict(call.trailing_metadata() or ()) if isinstance(call, grpc.Call) else {}
+    raw_failure = metadata.get(sdk.failure_key)
+    failure = sdk.failure_type.deserialize(raw_failure) if raw_failure else None
+    errors = list(failure.errors) if failure else []
+    categories = [type(e.error_code).pb(e.error_code).WhichOneof("error_code") for e in errors]
+    if errors:
+        message = "; ".join(e.message for e in errors)
+    if request_id := metadata.get("request-id"):
+        message = f"{message} (request-id {request_id})"
+    if categories:
+        code, subcode = categories[0], getattr(errors[0].error_code, categories[0]).name
+    else:
+        code, subcode = (status.name if status else None), None
+    delays = [
+        e.details.quota_error_details.retry_delay.total_seconds()
+        for e in errors
+        if "quota_error_details" in e.details
+    ]
+    transient = status in _TRANSIENT_CODES or bool(_TRANSIENT_ERROR_CATEGORIES & set(categories))
+    error_class = TransientPlatformError if transient else PermanentPlatformError
+    return error_class(
+        message, code=code, subcode=subcode, retry_after=next((d for d in delays if d), None)
+    )
+
+
+# --- names and texts --------------------------------------------------------------------------
+
+
+def _object_name(label: str, spec: CampaignSpec) -> str:
+    """A name that finds the object again after a crash: it carries AdFlux's campaign id."""
+    return f"{label} (adflux:{spec.campaign_id})"
+
+
+def _gaql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _resource_id(resource_name: str) -> str:
+    return resource_name.rsplit("/", 1)[-1]
+
+
+def _snapshot(row: Any) -> CampaignSnapshot:
+    return CampaignSnapshot(
+        external_id=str(row.campaign.id),
+        status=_STATUSES.get(row.campaign.status.name, "unknown"),
+        impressions=row.metrics.impressions,
+        clicks=row.metrics.clicks,
+        spend=Decimal(row.metrics.cost_micros) / 1_000_000,
+        conversions=row.metrics.conversions,
+    )
+
+
+def _distinct_clipped(texts: Iterable[str], limit: int) -> list[str]:
+    clipped = (text.strip()[:limit].rstrip() for text in texts)
+    return list(dict.fromkeys(text for text in clipped if text))
+
+
+def _headlines(job: JobOpening) -> list[str]:
+    """At least three distinct headlines of at most 30 characters (the API's limits)."""
+    candidates = (job.title, job.company, f"Jobs in {job.location}", f"Join {job.company}")
+    return _distinct_clipped((*candidates, "Apply today"), _MAX_HEADLINE_LENGTH)[:15]
+
+
+def _descriptions(job: JobOpening) -> list[str]:
+    """At least two distinct descriptions of at most 90 characters."""
+    candidates = (
+        job.description,
+        f"{job.company} is hiring: {job.title} in {job.location}.",
+        "See the full job description and apply online in minutes.",
+    )
+    return _distinct_clipped(candidates, _MAX_DESCRIPTION_LENGTH)[:4]

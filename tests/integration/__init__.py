@@ -1,0 +1,1 @@
+"""Integration tests: the real Kafka broker and PostgreSQL server."""
