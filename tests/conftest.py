@@ -3,18 +3,23 @@ test a unique topic prefix and a fresh database, so tests never see each other's
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from infra import kafka_broker
 from shared.topics import TopicNames, parse_tiers, provision_topics
+from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # Short delay tiers so retries happen within a test.
@@ -85,3 +90,33 @@ def service_env(
         "ADFLUX_API_TOKEN": "test-token",
         "ADFLUX_LOG_JSON": "true",
     }
+
+
+@dataclass
+class Gateway:
+    """A running gateway process and an authenticated client of its API."""
+
+    url: str
+    process: ServiceProcess
+    client: httpx.Client
+    token: str = "test-token"
+
+
+@pytest.fixture
+def gateway(service_env: dict[str, str], tmp_path: Path) -> Iterator[Gateway]:
+    port = free_port()
+    env = {
+        **service_env,
+        "ADFLUX_HTTP_PORT": str(port),
+        "ADFLUX_API_TOKENS": json.dumps({"reader-token": ["tasks:read", "campaigns:read"]}),
+    }
+    process = ServiceProcess("gateway", env, tmp_path).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_http_ok(f"{url}/readyz")
+        with httpx.Client(
+            base_url=f"{url}/api/v1", headers={"Authorization": "Bearer test-token"}, timeout=30
+        ) as client:
+            yield Gateway(url, process, client)
+    finally:
+        process.stop()

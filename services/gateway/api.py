@@ -258,10 +258,11 @@ async def task_stream(websocket: WebSocket) -> None:
     header = websocket.headers.get("authorization", "")
     token = header.removeprefix("Bearer ").strip() or websocket.query_params.get("token")
     scopes = websocket.app.state.tokens.scopes_of(token)
+    await websocket.accept()
     if scopes is None or "tasks:read" not in scopes:
+        # Accepted first so the client sees why: 4401 unauthenticated, 4403 missing scope.
         await websocket.close(code=4401 if scopes is None else 4403)
         return
-    await websocket.accept()
     hub = websocket.app.state.hub
     queue = hub.subscribe()
     try:
