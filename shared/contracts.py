@@ -55,8 +55,16 @@ def asyncapi() -> dict[str, Any]:
                 "properties": {
                     h: {"type": "string"}
                     for h in (
-                        "ce_specversion", "ce_id", "ce_type", "ce_source", "ce_subject", "ce_time",
-                        "ce_dataschema", "ce_taskid", "ce_correlationid", "ce_causationid",
+                        "ce_specversion",
+                        "ce_id",
+                        "ce_type",
+                        "ce_source",
+                        "ce_subject",
+                        "ce_time",
+                        "ce_dataschema",
+                        "ce_taskid",
+                        "ce_correlationid",
+                        "ce_causationid",
                         "ce_attempt",
                     )
                 },
@@ -91,7 +99,9 @@ def asyncapi() -> dict[str, Any]:
 
 
 def expected_files() -> dict[Path, str]:
-    files = {SCHEMAS / c.type / f"v{c.version}.json": render(schema_of(c)) for c in CONTRACTS.values()}
+    files = {
+        SCHEMAS / c.type / f"v{c.version}.json": render(schema_of(c)) for c in CONTRACTS.values()
+    }
     files[ASYNCAPI] = yaml.safe_dump(asyncapi(), sort_keys=False)
     return files
 
@@ -133,9 +143,7 @@ def write() -> None:
     """Regenerate; refuses to overwrite a published version with a breaking change."""
     problems = incompatible()
     if problems:
-        raise SystemExit(
-            "breaking changes (add a new version instead):\n" + "\n".join(problems)
-        )
+        raise SystemExit("breaking changes (add a new version instead):\n" + "\n".join(problems))
     for path, text in expected_files().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -12,7 +12,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-app = typer.Typer(help="Operate AdFlux Events: tasks, dead letters, services.", no_args_is_help=True)
+app = typer.Typer(
+    help="Operate AdFlux Events: tasks, dead letters, services.", no_args_is_help=True
+)
 task_app = typer.Typer(help="Run and inspect tasks.", no_args_is_help=True)
 dlq_app = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
@@ -24,7 +26,9 @@ SERVICES = ("gateway", "publisher", "sync", "ml", "ticker", "sandbox")
 def _client() -> httpx.Client:
     base = os.environ.get("ADFLUX_API_URL", "http://127.0.0.1:8000")
     token = os.environ.get("ADFLUX_API_TOKEN", "dev-token")
-    return httpx.Client(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return httpx.Client(
+        base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
@@ -52,7 +56,9 @@ def run_task(
     args: Annotated[str | None, typer.Option(help="JSON list of positional arguments")] = None,
     kwargs: Annotated[str | None, typer.Option(help="JSON object of keyword arguments")] = None,
     countdown: Annotated[float | None, typer.Option(help="Seconds to wait before running")] = None,
-    expires: Annotated[float | None, typer.Option(help="Seconds after which it must not run")] = None,
+    expires: Annotated[
+        float | None, typer.Option(help="Seconds after which it must not run")
+    ] = None,
     priority: Annotated[str | None, typer.Option(help="high | normal | low")] = None,
 ) -> None:
     """Run a registered task by name (Celery's apply_async)."""
