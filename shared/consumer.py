@@ -36,7 +36,7 @@ from shared.db import Database
 from shared.envelope import Envelope, MalformedEvent, from_kafka
 from shared.events import Command, ErrorInfo, Payload, TaskState
 from shared.logging import bind_event
-from shared.producer import EventProducer, OutgoingRecord
+from shared.producer import DeliveryFailed, EventProducer, OutgoingRecord
 from shared.tasks import RevocationRegistry, TaskStatusReporter
 from shared.topics import DelayTier, TopicNames
 
@@ -379,7 +379,12 @@ class ConsumerRuntime:
             try:
                 self._handle(msg, headers)
                 break
-            except (rules.Cancelled, KafkaException, sa.exc.OperationalError) as exc:
+            except (
+                rules.Cancelled,
+                KafkaException,
+                DeliveryFailed,
+                sa.exc.OperationalError,
+            ) as exc:
                 # The broker or database is away: keep the record and try it again.
                 log.warning("infrastructure error on %s: %s; retrying", topic, exc)
                 time.sleep(1.0)
@@ -424,7 +429,7 @@ class ConsumerRuntime:
         started = time.monotonic()
         try:
             records = self._run_handler(envelope, payload, route, task, time_limit)
-        except (rules.Cancelled, KafkaException, sa.exc.OperationalError):
+        except (rules.Cancelled, KafkaException, DeliveryFailed, sa.exc.OperationalError):
             raise
         except Exception as exc:
             metrics.HANDLE_SECONDS.labels(self.service, envelope.type).observe(

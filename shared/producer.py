@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 
 
-class DeliveryFailed(Exception):
-    """The broker did not acknowledge a record in time; the caller must not commit."""
+class DeliveryFailed(ConnectionError):
+    """The broker did not acknowledge a record in time; the caller must not commit.
+
+    A ConnectionError, so a handler that fails on it is retried, never dead-lettered."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measured speed of the real system on this machine."""
