@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -118,5 +119,47 @@ def gateway(service_env: dict[str, str], tmp_path: Path) -> Iterator[Gateway]:
             base_url=f"{url}/api/v1", headers={"Authorization": "Bearer test-token"}, timeout=30
         ) as client:
             yield Gateway(url, process, client)
+    finally:
+        process.stop()
+
+
+@dataclass
+class Sandbox:
+    """A running ad-platform sandbox process (Graph API over HTTP, Google Ads over gRPC)."""
+
+    graph_url: str
+    google_endpoint: str
+    process: ServiceProcess
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.graph_url}/_sandbox/stats", timeout=10).json())
+
+    def fault(self, **rule: Any) -> None:
+        response = httpx.post(f"{self.graph_url}/_sandbox/faults", json=rule, timeout=10)
+        assert response.status_code < 300, response.text
+
+    def clear_faults(self) -> None:
+        httpx.delete(f"{self.graph_url}/_sandbox/faults", timeout=10).raise_for_status()
+
+    def env(self) -> dict[str, str]:
+        """What a publisher or sync process needs to talk to this sandbox."""
+        return {
+            "ADFLUX_META_GRAPH_URL": self.graph_url,
+            "ADFLUX_GOOGLE_ADS_ENDPOINT": self.google_endpoint,
+        }
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    meta_port, google_port = free_port(), free_port()
+    env = {
+        "ADFLUX_SANDBOX_META_PORT": str(meta_port),
+        "ADFLUX_SANDBOX_GOOGLE_PORT": str(google_port),
+    }
+    process = ServiceProcess("sandbox", env, tmp_path).start()
+    graph_url = f"http://127.0.0.1:{meta_port}"
+    try:
+        process.wait_http_ok(f"{graph_url}/_sandbox/stats")
+        yield Sandbox(graph_url, f"127.0.0.1:{google_port}", process)
     finally:
         process.stop()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services.sandbox.state import SandboxState
 
 from services.publisher.platforms.base import (
     CampaignSpec,
@@ -23,6 +22,7 @@ from services.publisher.platforms.base import (
 from services.publisher.platforms.google import GoogleAdsPlatform
 from services.sandbox.faults import FaultInjector, FaultRule
 from services.sandbox.google import start_google_server
+from services.sandbox.state import SandboxState
 from shared.settings import PlatformSettings
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
