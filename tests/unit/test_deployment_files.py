@@ -55,3 +55,30 @@ def test_prometheus_scrapes_every_service_on_its_design_port() -> None:
     }
     assert "gateway:8000" in targets
     assert {f"{name}:{port}" for name, port in WORKER_PORTS.items()} <= targets
+
+
+def test_dashboard_queries_only_name_metrics_the_services_export() -> None:
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import shared.metrics  # noqa: F401  (registers the metrics)
+
+    exported = set()
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            exported.add(sample.name)
+        exported.add(metric.name)
+    dashboard = json.loads((ROOT / "infra" / "grafana" / "dashboards" / "adflux.json").read_text())
+    names_used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(adflux_[a-z_]+)", target["expr"])
+    }
+    assert names_used, "the dashboard has queries"
+    missing = {
+        n for n in names_used if n not in exported and n.removesuffix("_bucket") not in exported
+    }
+    assert not missing, missing
