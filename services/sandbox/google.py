@@ -462,7 +462,7 @@ class GoogleAdsSandbox:
         ]
         if problems:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, problems)
-        new_id = self._state.next_id()
+        new_id = int(self._state.next_id())
         if resource == "ad_group_ad":
             obj.ad.id = new_id
             obj.ad.resource_name = f"customers/{customer}/ads/{new_id}"

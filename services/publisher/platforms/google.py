@@ -69,27 +69,12 @@ class GoogleAdsPlatform:
         self._sdk = _Sdk.connect(settings)
 
     def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
-        create: dict[str, Callable[[CampaignSpec, dict[str, str]], str]] = {
-            "budget": self._create_budget,
-            "campaign": self._create_campaign,
-            "ad_group": self._create_ad_group,
-            "ad": self._create_ad,
-        }
         ids: dict[str, str] = {}
         with self._platform_errors():
             for step in self.steps:
-                external_id = journal.created_id(step)
-                if external_id is None and journal.was_attempted(step):
-                    # The create may have succeeded before the crash or timeout: reuse it.
-                    external_id = self._find(step, spec, ids)
-                    if external_id is not None:
-                        journal.record(step, external_id)
-                elif external_id is None:
-                    journal.mark_attempt(step)
-                if external_id is None:
-                    external_id = create[step](spec, ids)
-                    journal.record(step, external_id)
-                ids[step] = external_id
+                ids[step] = journal.created_id(step) or self._resume_or_create(
+                    step, spec, ids, journal
+                )
         return ids
 
     def fetch_statuses_and_metrics(
@@ -118,6 +103,27 @@ class GoogleAdsPlatform:
             self._call(sdk.campaigns.mutate_campaigns, operations=[operation])
 
     # --- the steps ---------------------------------------------------------------------------
+
+    def _resume_or_create(
+        self, step: str, spec: CampaignSpec, ids: dict[str, str], journal: StepJournal
+    ) -> str:
+        if journal.was_attempted(step):
+            # The last attempt may have created it before a crash or a timeout: reuse that.
+            found = self._find(step, spec, ids)
+            if found is not None:
+                journal.record(step, found)
+                return found
+        else:
+            journal.mark_attempt(step)
+        create = {
+            "budget": self._create_budget,
+            "campaign": self._create_campaign,
+            "ad_group": self._create_ad_group,
+            "ad": self._create_ad,
+        }[step]
+        created = create(spec, ids)
+        journal.record(step, created)
+        return created
 
     def _create_budget(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
         sdk = self._sdk

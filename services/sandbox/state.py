@@ -1,0 +1,89 @@
+"""The sandbox's in-memory state for both simulated platforms: objects by kind, ids, request
+counts, and metrics that grow deterministically with an object's age."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+META_KINDS = ("campaigns", "adsets", "adcreatives", "ads")
+GOOGLE_KINDS = ("campaign_budgets", "campaigns", "ad_groups", "ad_group_ads")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Cumulative delivery metrics of one object."""
+
+    impressions: int
+    clicks: int
+    cost_micros: int
+    conversions: float
+
+    @property
+    def spend(self) -> float:
+        return self.cost_micros / 1_000_000
+
+
+class SandboxState:
+    """Thread-safe store shared by the Graph API app and the Google Ads gRPC server.
+
+    `meta_objects(kind)` / `google_objects(kind)` return live dicts (id or resource name ->
+    object) that callers mutate under `lock`; ids come from `next_id()`.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.lock = threading.RLock()
+        self._meta: dict[str, dict[str, Any]] = {kind: {} for kind in META_KINDS}
+        self._google: dict[str, dict[str, Any]] = {kind: {} for kind in GOOGLE_KINDS}
+        self._ids = itertools.count(10_000_000)
+        self._requests = {"meta": 0, "google": 0}
+        self.created_at: dict[str, float] = {}
+
+    def meta_objects(self, kind: str) -> dict[str, Any]:
+        return self._meta.setdefault(kind, {})
+
+    def google_objects(self, kind: str) -> dict[str, Any]:
+        return self._google.setdefault(kind, {})
+
+    def next_id(self) -> int:
+        with self.lock:
+            return next(self._ids)
+
+    def count_request(self, platform: str) -> None:
+        with self.lock:
+            self._requests[platform] = self._requests.get(platform, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "meta": {kind: len(self._meta[kind]) for kind in META_KINDS},
+                "google": {kind: len(self._google[kind]) for kind in GOOGLE_KINDS},
+                "requests": sum(self._requests.values()),
+            }
+
+    def reset(self) -> None:
+        with self.lock:
+            for store in (*self._meta.values(), *self._google.values()):
+                store.clear()
+            self._requests = {"meta": 0, "google": 0}
+            self.created_at.clear()
+
+    def age_of(self, object_id: str) -> float:
+        """Seconds since the object was created (0 for unknown objects)."""
+        return max(0.0, time.monotonic() - self.created_at.get(object_id, time.monotonic()))
+
+    def metrics_for(self, object_id: str, since_seconds: float) -> Metrics:
+        """Metrics that grow with the object's age, at a rate fixed by the seed and its id."""
+        digest = hashlib.sha256(f"{self.seed}:{object_id}".encode()).digest()
+        rate = 5 + digest[0] % 20  # impressions per second
+        ctr = 0.01 + (digest[1] % 40) / 1000  # 1 % .. 5 %
+        impressions = int(rate * since_seconds)
+        clicks = int(impressions * ctr)
+        cost_micros = clicks * (200_000 + digest[2] * 2_000)  # 0.20 .. 0.71 per click
+        conversions = round(clicks * (0.05 + (digest[3] % 10) / 100), 2)
+        return Metrics(impressions, clicks, cost_micros, conversions)
