@@ -1,0 +1,277 @@
+"""Meta Ads through the real `facebook-business` SDK: the publish flow (campaign → ad set →
+creative → ad), status and insights for sync, and error classification.
+
+The SDK is synchronous and its api object is not thread-safe, so every call of one adapter
+is serialised by a lock; the base URL is set on the session instance (PLATFORMS.md), and
+`FacebookAdsApi.init()` is never called (it installs a crash reporter that posts upstream).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+import requests
+from facebook_business.adobjects.adaccount import AdAccount
+from facebook_business.adobjects.campaign import Campaign
+from facebook_business.api import FacebookAdsApi
+from facebook_business.exceptions import FacebookRequestError
+from facebook_business.session import FacebookSession
+
+from services.publisher.platforms.base import (
+    CampaignSnapshot,
+    CampaignSpec,
+    PermanentPlatformError,
+    PlatformError,
+    PlatformName,
+    StepJournal,
+    TransientPlatformError,
+)
+from shared import metrics
+from shared.settings import PlatformSettings
+
+T = TypeVar("T")
+
+# Throttling and temporary errors (Meta's error reference): retrying later can succeed.
+TRANSIENT_CODES = {1, 2, 4, 17, 32, 341, 613, *range(80000, 80015)}
+STATUS = {"ACTIVE": "active", "PAUSED": "paused", "DELETED": "removed", "ARCHIVED": "removed"}
+
+
+def classify(exc: Exception) -> PlatformError:
+    """Translate an SDK or transport error into our transient/permanent errors."""
+    if isinstance(exc, FacebookRequestError):
+        code = exc.api_error_code()
+        status = exc.http_status()
+        message = exc.api_error_message() or str(exc)
+        transient = (
+            bool(exc.api_transient_error()) or (status or 0) >= 500 or code in TRANSIENT_CODES
+        )
+        kind = TransientPlatformError if transient else PermanentPlatformError
+        return kind(
+            message,
+            code=code,
+            subcode=exc.api_error_subcode(),
+            http_status=status,
+            retry_after=_retry_after(exc.http_headers() or {}) if transient else None,
+        )
+    if isinstance(exc, requests.RequestException):
+        return TransientPlatformError(f"Graph API unreachable: {exc}")
+    raise exc
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if lowered.get("retry-after", "").strip().isdigit():
+        return float(lowered["retry-after"])
+    usage = lowered.get("x-business-use-case-usage")
+    if usage:
+        try:
+            minutes = [
+                entry.get("estimated_time_to_regain_access", 0)
+                for entries in json.loads(usage).values()
+                for entry in entries
+            ]
+        except (ValueError, AttributeError):
+            return None
+        if minutes and max(minutes) > 0:
+            return float(max(minutes)) * 60
+    return None
+
+
+class MetaAdsPlatform:
+    """AdPlatform for Meta Ads."""
+
+    name: PlatformName = "meta"
+    steps: tuple[str, ...] = ("campaign", "adset", "creative", "ad")
+
+    def __init__(self, settings: PlatformSettings) -> None:
+        session = FacebookSession(
+            access_token=settings.meta_access_token.get_secret_value(),
+            app_secret=settings.meta_app_secret.get_secret_value()
+            if settings.meta_app_secret
+            else None,
+            timeout=settings.meta_timeout,
+        )
+        session.GRAPH = settings.meta_graph_url.rstrip("/")  # read from the instance by call()
+        self._api = FacebookAdsApi(session, api_version=settings.meta_api_version)
+        account_id = settings.meta_ad_account_id
+        self._account = AdAccount(
+            account_id if account_id.startswith("act_") else f"act_{account_id}", api=self._api
+        )
+        self._page_id = settings.meta_page_id
+        self._lock = threading.Lock()
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            with self._lock:
+                return fn()
+        except (FacebookRequestError, requests.RequestException) as exc:
+            outcome = "error"
+            raise classify(exc) from exc
+        finally:
+            metrics.PLATFORM_CALLS.labels("meta", operation, outcome).observe(
+                time.perf_counter() - started
+            )
+
+    # --- publishing ----------------------------------------------------------------------------
+    def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
+        tag = f"adflux:{spec.campaign_id}"
+        for step in self.steps:
+            if journal.created_id(step):
+                continue
+            existing = (
+                self._find_existing(step, tag, journal) if journal.was_attempted(step) else None
+            )
+            if existing is None:
+                journal.mark_attempt(step)
+                existing = self._create(step, spec, tag, journal)
+            journal.record(step, existing)
+        return {step: journal.created_id(step) or "" for step in self.steps}
+
+    def _create(self, step: str, spec: CampaignSpec, tag: str, journal: StepJournal) -> str:
+        job = spec.job
+        if step == "campaign":
+            params = {
+                "name": f"{spec.name} [{tag}]",
+                "objective": "OUTCOME_LEADS",
+                "special_ad_categories": ["EMPLOYMENT"],
+                "special_ad_category_country": spec.targeting.get("countries", ["ES"]),
+                "status": "ACTIVE",
+            }
+            return str(
+                self._call("create_campaign", lambda: self._account.create_campaign(params=params))[
+                    "id"
+                ]
+            )
+        if step == "adset":
+            params = {
+                "name": f"{spec.name} ad set [{tag}]",
+                "campaign_id": journal.created_id("campaign"),
+                "daily_budget": int(spec.daily_budget * 100),
+                "billing_event": "IMPRESSIONS",
+                "optimization_goal": "LEAD_GENERATION",
+                "bid_strategy": "LOWEST_COST_WITHOUT_CAP",
+                "targeting": self._targeting(spec),
+                "status": "ACTIVE",
+            }
+            return str(
+                self._call("create_adset", lambda: self._account.create_ad_set(params=params))["id"]
+            )
+        if step == "creative":
+            params = {
+                "name": f"{job.title} creative [{tag}]",
+                "object_story_spec": {
+                    "page_id": self._page_id,
+                    "link_data": {
+                        "link": job.url,
+                        "name": f"{job.title} — {job.company}",
+                        "message": (job.description or job.title)[:500],
+                        "description": job.location,
+                        "call_to_action": {"type": "APPLY_NOW", "value": {"link": job.url}},
+                    },
+                },
+            }
+            return str(
+                self._call(
+                    "create_adcreative", lambda: self._account.create_ad_creative(params=params)
+                )["id"]
+            )
+        params = {
+            "name": f"{spec.name} ad [{tag}]",
+            "adset_id": journal.created_id("adset"),
+            "creative": {"creative_id": journal.created_id("creative")},
+            "status": "ACTIVE",
+        }
+        return str(self._call("create_ad", lambda: self._account.create_ad(params=params))["id"])
+
+    @staticmethod
+    def _targeting(spec: CampaignSpec) -> dict[str, Any]:
+        targeting = {k: v for k, v in spec.targeting.items() if k != "countries"}
+        geo: dict[str, Any] = {"countries": spec.targeting.get("countries", ["ES"])}
+        if spec.job.location:
+            geo["location_types"] = ["home", "recent"]
+        targeting.setdefault("geo_locations", geo)
+        targeting.pop("age_max", None)  # employment ads may not restrict the maximum age
+        return targeting
+
+    def _find_existing(self, step: str, tag: str, journal: StepJournal) -> str | None:
+        """An object a crashed attempt created before its id was stored, found by its tag."""
+        edges: dict[str, Callable[..., Any]] = {
+            "campaign": self._account.get_campaigns,
+            "adset": self._account.get_ad_sets,
+            "creative": self._account.get_ad_creatives,
+            "ad": self._account.get_ads,
+        }
+        params = {
+            "filtering": [{"field": "name", "operator": "CONTAIN", "value": tag}],
+            "limit": 50,
+        }
+
+        def search() -> list[str]:
+            return [str(obj["id"]) for obj in edges[step](fields=["id", "name"], params=params)]
+
+        found = self._call("list", search)
+        return found[0] if found else None
+
+    # --- sync ------------------------------------------------------------------------------------
+    def fetch_statuses_and_metrics(
+        self, external_ids: list[str] | None = None
+    ) -> list[CampaignSnapshot]:
+        filtering = (
+            [{"field": "id", "operator": "IN", "value": external_ids}] if external_ids else []
+        )
+        until = datetime.now(UTC).date()
+        since = until - timedelta(days=7)
+
+        def statuses() -> dict[str, str]:
+            params = {"filtering": filtering, "limit": 500}
+            return {
+                str(c["id"]): str(c.get("effective_status") or c.get("status"))
+                for c in self._account.get_campaigns(
+                    fields=["id", "status", "effective_status"], params=params
+                )
+            }
+
+        def insights() -> dict[str, dict[str, Any]]:
+            params = {
+                "level": "campaign",
+                "time_range": {"since": since.isoformat(), "until": until.isoformat()},
+                "filtering": [{"field": "campaign.id", "operator": "IN", "value": external_ids}]
+                if external_ids
+                else [],
+                "limit": 500,
+            }
+            fields = ["campaign_id", "impressions", "clicks", "spend", "actions"]
+            return {
+                str(row["campaign_id"]): dict(row)
+                for row in self._account.get_insights(fields=fields, params=params)
+            }
+
+        by_id = self._call("list", statuses)
+        rows = self._call("insights", insights)
+        snapshots = []
+        for campaign_id, status in by_id.items():
+            row = rows.get(campaign_id, {})
+            conversions = sum(float(a.get("value", 0)) for a in row.get("actions", []) or [])
+            snapshots.append(
+                CampaignSnapshot(
+                    external_id=campaign_id,
+                    status=STATUS.get(status, "unknown"),
+                    impressions=int(row.get("impressions", 0)),
+                    clicks=int(row.get("clicks", 0)),
+                    spend=Decimal(str(row.get("spend", "0"))),
+                    conversions=conversions,
+                )
+            )
+        return snapshots
+
+    def set_campaign_status(self, external_id: str, status: Literal["active", "paused"]) -> None:
+        campaign = Campaign(external_id, api=self._api)
+        self._call("update", lambda: campaign.api_update(params={"status": status.upper()}))
