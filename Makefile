@@ -34,12 +34,10 @@ postgres: ## Ensure a local PostgreSQL answers (installs Debian's package when a
 	infra/postgres.sh
 
 up: setup ## Run the whole system in the background (.run/*.pid, .run/*.log)
-	$(PY) -m infra.kafka_broker start --port $(KAFKA_PORT)
-	$(PY) -m infra.stack up
+	KAFKA_PORT=$(KAFKA_PORT) $(PY) -m infra.stack up
 
-down: ## Stop what `make up` started
-	-$(PY) -m infra.stack down
-	-$(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT)
+down: ## Stop what `make up` started (by PID, the broker only if `up` started it)
+	$(PY) -m infra.stack down
 
 status: ## Show which processes of `make up` are running
 	$(PY) -m infra.stack status

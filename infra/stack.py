@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from infra import kafka_broker
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 # Start order: the sandbox first (the workers talk to it), the gateway last (`up` waits for it).
@@ -69,8 +71,16 @@ def start(service: str, env: dict[str, str]) -> int:
     return proc.pid
 
 
+KAFKA_MARK = RUN / "kafka.started-by-up"
+
+
 def up(timeout: float) -> int:
     env = {**os.environ}
+    broker = kafka_broker.BrokerSpec(port=int(env.get("KAFKA_PORT", "9092")))
+    broker = kafka_broker.BrokerSpec(port=broker.port, controller_port=broker.port + 1)
+    if kafka_broker.start(broker):
+        KAFKA_MARK.write_text(str(broker.port))
+        print(f"kafka      started on {broker.bootstrap}")
     env.setdefault("ADFLUX_DATA_DIR", str(RUN / "data"))
     gateway = f"http://127.0.0.1:{env.get('ADFLUX_HTTP_PORT', '8000')}"
     sandbox = f"http://127.0.0.1:{env.get('ADFLUX_SANDBOX_META_PORT', '8010')}"
@@ -101,6 +111,11 @@ def down(timeout: float = 20.0) -> int:
                 os.kill(pid, signal.SIGKILL)
             print(f"{service}: stopped")
         _pid_file(service).unlink(missing_ok=True)
+    if KAFKA_MARK.exists():  # only a broker that `up` started
+        port = int(KAFKA_MARK.read_text())
+        kafka_broker.stop(kafka_broker.BrokerSpec(port=port, controller_port=port + 1))
+        KAFKA_MARK.unlink()
+        print("kafka: stopped")
     return 0
 
 

@@ -5,6 +5,7 @@ its retry tiers and dead-letter topic, and their creation at start-up with the A
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -119,10 +120,20 @@ class TopicNames:
         return specs
 
 
-def provision_topics(bootstrap: str, names: TopicNames, timeout: float = 30.0) -> list[str]:
-    """Create every missing topic; returns the names created. Existing ones are left alone."""
+def provision_topics(bootstrap: str, names: TopicNames, timeout: float = 60.0) -> list[str]:
+    """Create every missing topic; returns the names created. Existing ones are left alone.
+    Waits up to `timeout` for the broker, so services may start before it."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=5).topics)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("broker %s not reachable yet; retrying", bootstrap)
+            time.sleep(1.0)
     wanted = [
         NewTopic(name, num_partitions=spec.partitions, replication_factor=1, config=spec.config())
         for name, spec in names.all_specs()

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from infra import kafka_broker
+from infra.ports import free_port
+from infra.processes import ServiceProcess
 from shared.topics import TopicNames, parse_tiers, provision_topics
-from tests.support.ports import free_port
-from tests.support.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # Short delay tiers so retries happen within a test.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.processes import ServiceProcess
 from tests.conftest import Sandbox
-from tests.support.processes import ServiceProcess
 
 
 @pytest.fixture

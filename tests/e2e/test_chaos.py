@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from infra import kafka_broker
+from infra.ports import free_port
+from infra.processes import ServiceProcess
+from infra.waiting import wait_for
 from tests.conftest import Sandbox
-from tests.support.ports import free_port
-from tests.support.processes import ServiceProcess
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from infra.processes import ServiceProcess
+from infra.waiting import wait_for
 from tests.conftest import Gateway, Sandbox
-from tests.support.processes import ServiceProcess
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

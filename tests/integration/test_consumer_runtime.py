@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from infra.waiting import wait_for
 from shared.consumer import ConsumerRuntime, HandlerContext, HandlerOutcome, RuntimeOptions
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
@@ -24,7 +25,6 @@ from shared.retry import PermanentError, RetryableError
 from shared.tasks import RevocationRegistry
 from shared.topics import TopicNames
 from tests.support.kafka import read_events, read_topic
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import websockets
 
+from infra.waiting import wait_for
 from shared.envelope import new_event
 from shared.events import (
     CampaignPublished,
@@ -22,7 +23,6 @@ from shared.producer import EventProducer, OutgoingRecord
 from shared.topics import TopicNames
 from tests.conftest import Gateway
 from tests.support.kafka import read_events, read_topic
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from infra.waiting import wait_for
 from shared.consumer import ConsumerRuntime, HandlerContext
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
@@ -17,7 +18,6 @@ from shared.outbox import Outbox, OutboxRelay
 from shared.producer import EventProducer
 from shared.topics import TopicNames
 from tests.support.kafka import read_events
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

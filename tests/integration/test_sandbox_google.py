@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from infra.ports import free_port
+from infra.waiting import wait_for
 from services.publisher.platforms.base import (
     CampaignSpec,
     JobOpening,
@@ -24,8 +26,6 @@ from services.sandbox.faults import FaultInjector, FaultRule
 from services.sandbox.google import start_google_server
 from services.sandbox.state import SandboxState
 from shared.settings import PlatformSettings
-from tests.support.ports import free_port
-from tests.support.waiting import wait_for
 
 API_VERSION = "v26"
 CUSTOMER_ID = "1234567890"

@@ -1,4 +1,5 @@
-"""Running AdFlux services as real processes (`python -m services.<name>`), as a user would."""
+"""Running AdFlux services as real processes (`python -m services.<name>`), for tests and
+benchmarks: each with its own log file, killable and restartable."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.waiting import wait_for
+from infra.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ServiceProcess:
