@@ -22,6 +22,11 @@ from shared.topics import parse_tiers
 TIERS = parse_tiers("1m:60,5m:300,30m:1800")
 
 
+class NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return 0.0
+
+
 def test_tiers_parse_sorted_and_reject_garbage() -> None:
     assert [t.name for t in parse_tiers("30m:1800,1m:60")] == ["1m", "30m"]
     with pytest.raises(ValueError, match="bad retry tier"):
@@ -55,10 +60,10 @@ def test_classification() -> None:
 
 def test_transient_error_retries_until_max_retries_then_dead_letters() -> None:
     exc = RetryableError("flaky")
-    first = decide(exc, attempt=1, max_retries=3, retry_delay=60, tiers=TIERS)
+    first = decide(exc, attempt=1, max_retries=3, retry_delay=60, tiers=TIERS, rng=NoJitter())
     assert first.disposition is Disposition.RETRY and first.tier is not None
     assert first.tier.name == "1m"
-    third = decide(exc, attempt=3, max_retries=3, retry_delay=60, tiers=TIERS)
+    third = decide(exc, attempt=3, max_retries=3, retry_delay=60, tiers=TIERS, rng=NoJitter())
     assert third.disposition is Disposition.RETRY and third.tier is not None
     assert third.tier.name == "5m"
     exhausted = decide(exc, attempt=4, max_retries=3, retry_delay=60, tiers=TIERS)
