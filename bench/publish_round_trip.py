@@ -8,6 +8,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,11 @@ def run(
         results: dict[str, Any] = {}
         for platform in ("meta", "google"):
             for _ in range(3):  # warm-up: group join, SDK clients
-                task = publish(platform)
-                wait_for(lambda task=task: succeeded(task), 60, 0.005)
+                wait_for(partial(succeeded, publish(platform)), 60, 0.005)
             latencies = []
             for _ in range(sequential):
                 started = time.perf_counter()
-                task = publish(platform)
-                wait_for(lambda task=task: succeeded(task), 60, 0.002)
+                wait_for(partial(succeeded, publish(platform)), 60, 0.002)
                 latencies.append((time.perf_counter() - started) * 1000)
             results[f"{platform}_round_trip_ms"] = {
                 "p50": round(statistics.median(latencies), 1),
