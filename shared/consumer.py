@@ -75,10 +75,11 @@ class HandlerContext:
             raise rules.Cancelled("handler cancelled (time limit)")
 
     def progress(self, percent: int, info: dict[str, Any] | None = None) -> None:
-        """Publish a PROGRESS transition now (acknowledged before the handler goes on)."""
+        """Publish a PROGRESS transition (not awaited: the task's final status, sent after it
+        with the same key, is, and carries the ordering)."""
         self.check_cancelled()
         if self.envelope.taskid and self._task_name:
-            self._producer.send_batch(
+            self._producer.send_nowait(
                 [
                     self._reporter.record(
                         self.envelope.taskid,
@@ -707,7 +708,7 @@ class ConsumerRuntime:
 
     def _send_status(self, envelope: Envelope, task: Command, state: TaskState) -> None:
         assert envelope.taskid is not None
-        self.producer.send_batch(
+        self.producer.send_nowait(
             [
                 self.reporter.record(
                     envelope.taskid, task.task_name, state, attempt=envelope.attempt, cause=envelope

@@ -95,6 +95,31 @@ class EventProducer:
         if errors:
             raise DeliveryFailed("; ".join(errors[:5]))
 
+    def send_nowait(self, records: Iterable[OutgoingRecord]) -> None:
+        """Queue records without waiting for the broker: for informational events (task
+        progress). Per-key order with later sends still holds (idempotent producer); a
+        record that fails is logged, and the next `send_batch` flushes it."""
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                log.warning("informational record to %s not delivered: %s", msg.topic(), err)
+
+        with self._lock:
+            for record in records:
+                try:
+                    self._producer.produce(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=list[tuple[str, str | bytes | None]](record.headers),
+                        on_delivery=on_delivery,
+                    )
+                except BufferError:
+                    log.warning(
+                        "producer queue full: dropped informational record to %s", record.topic
+                    )
+            self._producer.poll(0)
+
     def send(self, topic: str, envelope: Envelope, extra_headers: Headers | None = None) -> None:
         self.send_batch([OutgoingRecord.of(topic, envelope, extra_headers)])
 
