@@ -11,9 +11,10 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from services.sandbox.faults import FaultInjector, FaultRule
@@ -303,8 +304,11 @@ class MetaGraph:
 
     @staticmethod
     def page(rows: list[dict[str, Any]], params: dict[str, Any], url: str) -> dict[str, Any]:
-        limit = max(1, min(int(params.get("limit", 25)), 5000))
-        start = int(base64.b64decode(params["after"]).decode()) if params.get("after") else 0
+        try:
+            limit = max(1, min(int(params.get("limit", 25)), 5000))
+            start = int(base64.b64decode(params["after"]).decode()) if params.get("after") else 0
+        except ValueError as exc:
+            raise invalid("limit must be an integer and after a cursor from paging") from exc
         chunk = rows[start : start + limit]
         after = base64.b64encode(str(start + len(chunk)).encode()).decode()
         paging: dict[str, Any] = {
@@ -364,10 +368,10 @@ class MetaGraph:
             sub: dict[str, Any] = {"access_token": token}
             for pair in filter(None, query.split("&")):
                 key, _, value = pair.partition("=")
-                sub[key] = _decode(_unquote(value))
+                sub[key] = _decode(unquote_plus(value))
             for pair in filter(None, str(item.get("body", "")).split("&")):
                 key, _, value = pair.partition("=")
-                sub[key] = _decode(_unquote(value))
+                sub[key] = _decode(unquote_plus(value))
             try:
                 body = self.dispatch(method, path.strip("/").split("/"), sub, f"/{version}/{path}")
                 answers.append({"code": 200, "headers": [], "body": json.dumps(body)})
@@ -385,12 +389,6 @@ class MetaGraph:
         if method == "GET" and len(parts) == 1:
             return self.read(parts[0], params)
         raise invalid(f"Unsupported {method} request", subcode=33)
-
-
-def _unquote(value: str) -> str:
-    from urllib.parse import unquote_plus
-
-    return unquote_plus(value)
 
 
 def _matches(obj: dict[str, Any], filtering: Any, prefix: str = "") -> bool:
@@ -443,10 +441,16 @@ def meta_router(state: SandboxState, faults: FaultInjector) -> APIRouter:
         params = await params_of(request)
         parts = [p for p in path.split("/") if p]
         url = str(request.url).split("?")[0]
+        # Off the event loop: a latency fault sleeps, and must delay only its own call.
+        return await run_in_threadpool(answer, request.method, parts, params, url, version)
+
+    def answer(
+        method: str, parts: list[str], params: dict[str, Any], url: str, version: str
+    ) -> JSONResponse:
         try:
-            if not parts and request.method == "POST":
+            if not parts and method == "POST":
                 return JSONResponse(graph.batch(params, version))
-            return JSONResponse(graph.dispatch(request.method, parts, params, url))
+            return JSONResponse(graph.dispatch(method, parts, params, url))
         except GraphError as exc:
             return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 

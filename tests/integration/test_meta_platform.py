@@ -4,6 +4,7 @@ HTTP: the publish flow, resumption, error classification, insights, paging and b
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -114,6 +115,15 @@ def test_an_attempted_but_unrecorded_step_reuses_the_object_it_created(
     assert stats(graph_url)["adsets"] == 1 and stats(graph_url)["campaigns"] == 1
 
 
+def test_an_attempted_step_never_reuses_another_campaigns_object(
+    meta: MetaAdsPlatform, graph_url: str
+) -> None:
+    other = meta.create_campaign_flow(spec("c-10"), MemoryJournal())
+    ids = meta.create_campaign_flow(spec("c-1"), MemoryJournal(attempted={"campaign"}))
+    assert ids["campaign"] != other["campaign"]
+    assert stats(graph_url)["campaigns"] == 2
+
+
 def test_permanent_error_carries_the_platform_code_and_message(
     meta: MetaAdsPlatform, graph_url: str
 ) -> None:
@@ -166,7 +176,12 @@ def test_statuses_and_growing_insights_for_sync(meta: MetaAdsPlatform, graph_url
 def test_listing_follows_cursor_pages(graph_url: str, meta: MetaAdsPlatform) -> None:
     for i in range(7):
         meta.create_campaign_flow(spec(f"p-{i}"), MemoryJournal())
-    params = {"access_token": "t", "limit": 3, "fields": "id,name", "summary": "true"}
+    params: dict[str, str | int] = {
+        "access_token": "t",
+        "limit": 3,
+        "fields": "id,name",
+        "summary": "true",
+    }
     first = httpx.get(f"{graph_url}/v26.0/act_1000/campaigns", params=params).json()
     assert (
         len(first["data"]) == 3
@@ -186,6 +201,8 @@ def test_listing_follows_cursor_pages(graph_url: str, meta: MetaAdsPlatform) -> 
     assert len(seen) == len(set(seen)) == 7
     # The SDK's cursor walks the same pages.
     assert len(meta.fetch_statuses_and_metrics()) == 7
+    forged = httpx.get(f"{graph_url}/v26.0/act_1000/campaigns", params={**params, "after": "x!"})
+    assert forged.status_code == 400 and forged.json()["error"]["code"] == 100
 
 
 def test_batch_answers_each_request(meta: MetaAdsPlatform, graph_url: str) -> None:
@@ -212,3 +229,17 @@ def test_fault_rules_fire_count_times_and_bad_rules_are_refused(
     meta.create_campaign_flow(spec(), MemoryJournal())
     bad = httpx.post(f"{graph_url}/_sandbox/faults", json={"platform": "meta", "rate": 3})
     assert bad.status_code == 422
+
+
+def test_a_latency_fault_delays_only_its_own_call(meta: MetaAdsPlatform, graph_url: str) -> None:
+    fault(graph_url, operation="create_campaign", kind="latency", latency_ms=1500, count=1)
+    slow = threading.Thread(target=meta.create_campaign_flow, args=(spec(), MemoryJournal()))
+    slow.start()
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{graph_url}/_sandbox/stats").json()["requests"] == 0:
+        assert time.monotonic() < deadline, "the slow call never reached the sandbox"
+    started = time.perf_counter()
+    assert stats(graph_url)["campaigns"] == 0  # answered while the slow call still sleeps
+    assert time.perf_counter() - started < 0.5
+    slow.join(timeout=10)
+    assert stats(graph_url) == {"campaigns": 1, "adsets": 1, "adcreatives": 1, "ads": 1}

@@ -39,7 +39,15 @@ T = TypeVar("T")
 
 # Throttling and temporary errors (Meta's error reference): retrying later can succeed.
 TRANSIENT_CODES = {1, 2, 4, 17, 32, 341, 613, *range(80000, 80015)}
-STATUS = {"ACTIVE": "active", "PAUSED": "paused", "DELETED": "removed", "ARCHIVED": "removed"}
+STATUS = {
+    "ACTIVE": "active",
+    "PAUSED": "paused",
+    "IN_PROCESS": "pending",
+    "DELETED": "removed",
+    "ARCHIVED": "removed",
+}
+# The aggregate of every lead action; other action types (clicks, engagement) are not conversions.
+LEAD_ACTION = "lead"
 
 
 def classify(exc: Exception) -> PlatformError:
@@ -122,13 +130,12 @@ class MetaAdsPlatform:
 
     # --- publishing ----------------------------------------------------------------------------
     def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
-        tag = f"adflux:{spec.campaign_id}"
+        # Bracketed, so that searching for campaign c-1's objects cannot match c-10's.
+        tag = f"[adflux:{spec.campaign_id}]"
         for step in self.steps:
             if journal.created_id(step):
                 continue
-            existing = (
-                self._find_existing(step, tag, journal) if journal.was_attempted(step) else None
-            )
+            existing = self._find_existing(step, tag) if journal.was_attempted(step) else None
             if existing is None:
                 journal.mark_attempt(step)
                 existing = self._create(step, spec, tag, journal)
@@ -139,7 +146,7 @@ class MetaAdsPlatform:
         job = spec.job
         if step == "campaign":
             params = {
-                "name": f"{spec.name} [{tag}]",
+                "name": f"{spec.name} {tag}",
                 "objective": "OUTCOME_LEADS",
                 "special_ad_categories": ["EMPLOYMENT"],
                 "special_ad_category_country": spec.targeting.get("countries", ["ES"]),
@@ -152,7 +159,7 @@ class MetaAdsPlatform:
             )
         if step == "adset":
             params = {
-                "name": f"{spec.name} ad set [{tag}]",
+                "name": f"{spec.name} ad set {tag}",
                 "campaign_id": journal.created_id("campaign"),
                 "daily_budget": int(spec.daily_budget * 100),
                 "billing_event": "IMPRESSIONS",
@@ -166,7 +173,7 @@ class MetaAdsPlatform:
             )
         if step == "creative":
             params = {
-                "name": f"{job.title} creative [{tag}]",
+                "name": f"{job.title} creative {tag}",
                 "object_story_spec": {
                     "page_id": self._page_id,
                     "link_data": {
@@ -184,7 +191,7 @@ class MetaAdsPlatform:
                 )["id"]
             )
         params = {
-            "name": f"{spec.name} ad [{tag}]",
+            "name": f"{spec.name} ad {tag}",
             "adset_id": journal.created_id("adset"),
             "creative": {"creative_id": journal.created_id("creative")},
             "status": "ACTIVE",
@@ -201,7 +208,7 @@ class MetaAdsPlatform:
         targeting.pop("age_max", None)  # employment ads may not restrict the maximum age
         return targeting
 
-    def _find_existing(self, step: str, tag: str, journal: StepJournal) -> str | None:
+    def _find_existing(self, step: str, tag: str) -> str | None:
         """An object a crashed attempt created before its id was stored, found by its tag."""
         edges: dict[str, Callable[..., Any]] = {
             "campaign": self._account.get_campaigns,
@@ -259,7 +266,11 @@ class MetaAdsPlatform:
         snapshots = []
         for campaign_id, status in by_id.items():
             row = rows.get(campaign_id, {})
-            conversions = sum(float(a.get("value", 0)) for a in row.get("actions", []) or [])
+            conversions = sum(
+                float(action.get("value", 0))
+                for action in row.get("actions") or []
+                if action.get("action_type") == LEAD_ACTION
+            )
             snapshots.append(
                 CampaignSnapshot(
                     external_id=campaign_id,
