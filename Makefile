@@ -44,7 +44,7 @@ status: ## Show which processes of `make up` are running
 
 test: setup ## Set up, start broker and database, run the whole test suite
 	@set -o pipefail; \
-	started=$$($(PY) -m infra.kafka_broker start --port $(KAFKA_PORT) | tee /dev/stderr | grep -c started || true); \
+	started=$$($(PY) -m infra.kafka_broker start --fresh --port $(KAFKA_PORT) | tee /dev/stderr | grep -c started || true); \
 	export ADFLUX_TEST_DATABASE_URL="$${ADFLUX_TEST_DATABASE_URL:-$$(infra/postgres.sh)}"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ "$$started" = "1" ]; then $(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT); fi; \

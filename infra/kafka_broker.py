@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,11 +131,21 @@ def _format_storage(spec: BrokerSpec, config: Path) -> None:
     )
 
 
-def start(spec: BrokerSpec, timeout: float = 60.0) -> bool:
-    """Start a broker unless one answers; returns True when this call started it."""
+def _raise_file_limit() -> None:
+    """A broker keeps files open for every partition: allow as many as the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start(spec: BrokerSpec, timeout: float = 60.0, fresh: bool = False) -> bool:
+    """Start a broker unless one answers; returns True when this call started it.
+    `fresh` starts from empty storage (test runs), else the data of earlier runs is kept."""
     if port_open(spec.port):
         return False
     ensure_jars()
+    if fresh and spec.data_dir.exists():
+        shutil.rmtree(spec.data_dir)
     config = _write_config(spec)
     _format_storage(spec, config)
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +155,7 @@ def start(spec: BrokerSpec, timeout: float = 60.0) -> bool:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_raise_file_limit,
         )
     spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
     spec.pid_file.write_text(str(proc.pid))
@@ -183,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("command", choices=["jars", "start", "stop", "status"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    parser.add_argument("--fresh", action="store_true", help="start from empty storage")
     args = parser.parse_args(argv)
     spec = BrokerSpec(port=args.port, controller_port=args.port + 1)
     if args.command == "jars":
         ensure_jars()
     elif args.command == "start":
-        started = start(spec)
+        started = start(spec, fresh=args.fresh)
         print(f"kafka: {'started' if started else 'already answering'} on {spec.bootstrap}")
     elif args.command == "stop":
         print("kafka: stopped" if stop(spec) else "kafka: nothing we started is running")

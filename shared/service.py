@@ -83,7 +83,9 @@ class ServiceKit:
 def build_kit(service: str, settings: ServiceSettings, metadata: sa.MetaData) -> ServiceKit:
     """Configure logging, create topics, migrate the database and build the shared clients."""
     configure_logging(service, settings.log_level, settings.log_json)
-    names = TopicNames(settings.topic_prefix, parse_tiers(settings.retry_tiers))
+    names = TopicNames(
+        settings.topic_prefix, parse_tiers(settings.retry_tiers), settings.topic_max_partitions
+    )
     provision_topics(settings.kafka_bootstrap, names)
     db = Database(settings.database_url, service, settings.data_dir)
     db.migrate()

@@ -17,6 +17,8 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Prepended to every topic and consumer group name; tests give each run its own.
     topic_prefix: str = ""
+    # Caps every topic's partitions (0: as declared in shared/topics.py).
+    topic_max_partitions: int = 0
     # SQLAlchemy URL. Empty: an SQLite file per service under `data_dir` (embedded default).
     database_url: str = ""
     data_dir: str = ".run/data"

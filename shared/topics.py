@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -78,6 +78,8 @@ class TopicNames:
     tiers: tuple[DelayTier, ...] = field(
         default_factory=lambda: parse_tiers("1m:60,5m:300,30m:1800")
     )
+    # Caps every topic's partitions (0: as declared); tests use small topics.
+    max_partitions: int = 0
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -108,7 +110,10 @@ class TopicNames:
     def all_specs(self) -> list[tuple[str, TopicSpec]]:
         """Every physical topic with the spec it is created from."""
         specs: list[tuple[str, TopicSpec]] = []
-        for spec in TOPICS:
+        for declared in TOPICS:
+            spec = declared
+            if self.max_partitions and spec.partitions > self.max_partitions:
+                spec = replace(spec, partitions=self.max_partitions)
             specs.append((self.topic(spec.name), spec))
             if spec.consumed:
                 # Tier topics are keyed and partitioned like their source (DESIGN.md §5).
@@ -151,3 +156,17 @@ def provision_topics(bootstrap: str, names: TopicNames, timeout: float = 60.0) -
                 raise
     log.info("created %d topics", len(created))
     return created
+
+
+def delete_topics(bootstrap: str, names: TopicNames, timeout: float = 30.0) -> None:
+    """Delete every topic under `names.prefix` (test clean-up: a broker has finite files)."""
+    if not names.prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    mine = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(names.prefix)]
+    if mine:
+        for future in admin.delete_topics(mine, operation_timeout=timeout).values():
+            try:
+                future.result(timeout)
+            except KafkaException:
+                log.warning("could not delete a test topic", exc_info=True)

@@ -20,11 +20,12 @@ from sqlalchemy.engine import make_url
 from infra import kafka_broker
 from infra.ports import free_port
 from infra.processes import ServiceProcess
-from shared.topics import TopicNames, parse_tiers, provision_topics
+from shared.topics import TopicNames, delete_topics, parse_tiers, provision_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 # Short delay tiers so retries happen within a test.
 TEST_TIERS = "1s:1,3s:3,10s:10"
+TEST_MAX_PARTITIONS = 2
 
 
 @pytest.fixture(scope="session")
@@ -68,21 +69,24 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def names(topic_prefix: str, kafka_bootstrap: str) -> TopicNames:
-    """This test's topic names, created on the broker."""
-    topic_names = TopicNames(topic_prefix, parse_tiers(TEST_TIERS))
+def names(topic_prefix: str, kafka_bootstrap: str) -> Iterator[TopicNames]:
+    """This test's topic names, created on the broker and deleted after the test (a broker
+    keeps files open for every partition: thousands of test topics exhaust them)."""
+    topic_names = TopicNames(topic_prefix, parse_tiers(TEST_TIERS), TEST_MAX_PARTITIONS)
     provision_topics(kafka_bootstrap, topic_names)
-    return topic_names
+    yield topic_names
+    delete_topics(kafka_bootstrap, topic_names)
 
 
 @pytest.fixture
 def service_env(
-    kafka_bootstrap: str, topic_prefix: str, database_url: str, tmp_path: Path
+    kafka_bootstrap: str, names: TopicNames, database_url: str, tmp_path: Path
 ) -> dict[str, str]:
     """Environment for service processes of this test (shared broker, own topics and DB)."""
     return {
         "ADFLUX_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "ADFLUX_TOPIC_PREFIX": topic_prefix,
+        "ADFLUX_TOPIC_PREFIX": names.prefix,
+        "ADFLUX_TOPIC_MAX_PARTITIONS": str(TEST_MAX_PARTITIONS),
         "ADFLUX_DATABASE_URL": database_url,
         "ADFLUX_RETRY_TIERS": TEST_TIERS,
         "ADFLUX_DEFAULT_RETRY_DELAY": "1",
