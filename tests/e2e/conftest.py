@@ -18,3 +18,12 @@ def publisher(
     process = ServiceProcess("publisher", {**service_env, **sandbox.env()}, tmp_path).start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def sync_worker(
+    service_env: dict[str, str], sandbox: Sandbox, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    process = ServiceProcess("sync", {**service_env, **sandbox.env()}, tmp_path).start()
+    yield process
+    process.stop()
