@@ -124,6 +124,7 @@ class Database:
     def _alembic_config(self) -> Config:
         config = Config()
         config.set_main_option("script_location", str(ALEMBIC_DIR))
+        config.set_main_option("path_separator", "os")
         config.set_main_option(
             "version_locations", str(ROOT / "services" / self.service / "migrations")
         )

@@ -1,0 +1,42 @@
+"""`python -m services.ticker`: fires the schedules of `config/schedules.yaml` while it holds
+the leader lease (standby otherwise), with an outbox relay producing what it fires."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from services.ticker.lease import TickerLease
+from services.ticker.models import metadata
+from services.ticker.settings import TickerSettings
+from services.ticker.ticker import Ticker, utc_now
+from shared.schedules import load_schedules
+from shared.service import build_kit, serve
+from shared.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings(TickerSettings)
+    kit = build_kit("ticker", settings, metadata)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    lease = TickerLease(kit.db, owner, settings.ticker_lease_ttl, utc_now)
+    ticker = Ticker(
+        kit.db,
+        kit.outbox,
+        load_schedules(settings.schedules_file),
+        lease,
+        grace=settings.ticker_grace,
+        interval=settings.ticker_interval,
+    )
+    relay = kit.relay()
+    serve(
+        kit,
+        [relay, ticker],
+        {"database": kit.db.ready, "relay": relay.healthy, "ticker": ticker.healthy},
+        settings.metrics_port,
+    )
+
+
+if __name__ == "__main__":
+    main()
