@@ -1,0 +1,1 @@
+"""The ML service: candidate segmentation (training, batch and online assignment)."""

@@ -1,0 +1,274 @@
+"""The ML service, wired as `python -m services.ml` wires it, against the real broker and
+PostgreSQL: candidates upserted, the `ml.train` and `ml.assign_segments` tasks, and the
+faust agent's online assignment of new candidates."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from infra.waiting import wait_for
+from services.ml.__main__ import MlService, compose
+from services.ml.models import Candidate, metadata
+from services.ml.settings import MlSettings
+from shared.envelope import Envelope, MalformedEvent, from_kafka, new_event
+from shared.events import (
+    CandidateSegmented,
+    CandidateUpserted,
+    Command,
+    ModelTrained,
+    SegmentationRequested,
+    TaskState,
+    TaskStatus,
+    TrainingRequested,
+)
+from shared.producer import EventProducer
+from shared.service import ServiceKit, build_kit
+from shared.topics import TopicNames
+from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS
+from tests.unit.test_ml_segmentation import synthetic_profiles
+
+pytestmark = pytest.mark.integration
+
+
+class EventCollector:
+    """Reads topics from their beginning in the background and keeps every event."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.events: list[Envelope] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+        )
+        partitions = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=30).topics[topic]
+            partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self._consumer.assign(partitions)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            try:
+                envelope = from_kafka(msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
+            except MalformedEvent:
+                continue
+            with self._lock:
+                self.events.append(envelope)
+
+    def of(self, event_type: str, where: Callable[[Envelope], bool] = lambda e: True) -> list[Any]:
+        with self._lock:
+            return [e for e in self.events if e.type == event_type and where(e)]
+
+    def statuses(self, task_id: str) -> list[TaskStatus]:
+        return [e.payload() for e in self.of("task.status", lambda e: e.subject == task_id)]
+
+    def wait_state(self, task_id: str, state: TaskState, timeout: float = 60) -> TaskStatus:
+        def reached() -> TaskStatus | None:
+            return next((s for s in self.statuses(task_id) if s.state is state), None)
+
+        return wait_for(reached, timeout, 0.1, f"{task_id} to reach {state}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+@pytest.fixture
+def kit(
+    kafka_bootstrap: str, names: TopicNames, database_url: str, tmp_path: Path
+) -> Iterator[ServiceKit]:
+    """The service's clients on this test's topics (created and deleted by `names`)."""
+    settings = MlSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=names.prefix,
+        topic_max_partitions=TEST_MAX_PARTITIONS,
+        database_url=database_url,
+        retry_tiers=TEST_TIERS,
+        default_retry_delay=1,
+        data_dir=str(tmp_path / "data"),
+        metrics_port=0,
+        log_json=False,
+    )
+    service_kit = build_kit("ml", settings, metadata)
+    yield service_kit
+    service_kit.producer.close()
+    service_kit.db.dispose()
+
+
+@pytest.fixture
+def ml(kit: ServiceKit) -> Iterator[MlService]:
+    assert isinstance(kit.settings, MlSettings)
+    service = compose(kit, kit.settings)
+    for component in service.components:
+        component.start()
+    assert service.runtime.assigned.wait(30)
+    assert service.online is not None and service.online.assigned.wait(60)
+    yield service
+    for component in reversed(service.components):
+        component.stop()
+
+
+@pytest.fixture
+def collector(kafka_bootstrap: str, kit: ServiceKit) -> Iterator[EventCollector]:
+    names = kit.names
+    topics = ["task.status", "ml.model_trained", "candidate.segmented"]
+    events = EventCollector(kafka_bootstrap, [names.topic(t) for t in topics])
+    yield events
+    events.close()
+
+
+def upsert(producer: EventProducer, names: TopicNames, profile: dict[str, Any]) -> Envelope:
+    payload = CandidateUpserted(**profile, updated_at=datetime.now(UTC))
+    envelope = new_event(payload, source="test", subject=profile["candidate_id"])
+    producer.send(names.topic("candidate.upserted"), envelope)
+    return envelope
+
+
+def request(producer: EventProducer, names: TopicNames, command: Command, task_id: str) -> None:
+    envelope = new_event(command, source="test", subject=task_id, taskid=task_id)
+    producer.send(names.topic(envelope.type), envelope)
+
+
+def stored_candidates(kit: ServiceKit) -> int:
+    with kit.db.session() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(Candidate)) or 0)
+
+
+def segment_of(event: Envelope) -> int:
+    assigned = event.payload()
+    assert isinstance(assigned, CandidateSegmented)
+    return assigned.segment
+
+
+def train(kit: ServiceKit, collector: EventCollector, task_id: str, **kwargs: Any) -> TaskStatus:
+    request(kit.producer, kit.names, TrainingRequested(**kwargs), task_id)
+    return collector.wait_state(task_id, TaskState.SUCCESS)
+
+
+def test_training_then_assignment_emit_model_trained_and_candidate_segmented(
+    ml: MlService, kit: ServiceKit, collector: EventCollector
+) -> None:
+    profiles = synthetic_profiles(per_group=10)
+    for profile in profiles:
+        upsert(kit.producer, kit.names, profile)
+    wait_for(lambda: stored_candidates(kit) == 30, 30, what="30 stored candidates")
+
+    success = train(kit, collector, "train-1")
+    states = [s.state for s in collector.statuses("train-1")]
+    assert states[0] is TaskState.STARTED and TaskState.PROGRESS in states
+    assert success.result is not None
+    assert success.result["n_samples"] == 30 and success.result["n_clusters"] == 3
+    version = success.result["model_version"]
+    [trained] = wait_for(lambda: collector.of("ml.model_trained"), 10, what="ml.model_trained")
+    model = trained.payload()
+    assert isinstance(model, ModelTrained)
+    assert trained.subject == model.model_version == version and trained.taskid == "train-1"
+    assert model.metrics == success.result["metrics"]
+
+    request(kit.producer, kit.names, SegmentationRequested(), "assign-1")
+    done = collector.wait_state("assign-1", TaskState.SUCCESS)
+    assert done.result is not None
+    assert done.result["total_candidates"] == 30 and done.result["updated_candidates"] == 30
+    assert done.result["model_version"] == version
+    segmented = wait_for(
+        lambda: (
+            found
+            if len(found := collector.of("candidate.segmented", lambda e: e.taskid == "assign-1"))
+            == 30
+            else None
+        ),
+        20,
+        what="30 candidate.segmented events",
+    )
+    by_group: dict[str, set[int]] = {}
+    for event in segmented:
+        assigned = event.payload()
+        assert isinstance(assigned, CandidateSegmented)
+        assert event.subject == assigned.candidate_id and assigned.model_version == version
+        by_group.setdefault(assigned.candidate_id.split("-")[0], set()).add(assigned.segment)
+    assert sorted(len(s) for s in by_group.values()) == [1, 1, 1]
+    assert len(set.union(*by_group.values())) == 3
+
+
+def test_training_without_candidates_fails_the_task_without_retrying(
+    ml: MlService, kit: ServiceKit, collector: EventCollector
+) -> None:
+    request(kit.producer, kit.names, TrainingRequested(), "train-empty")
+    failure = collector.wait_state("train-empty", TaskState.FAILURE)
+    assert failure.error is not None
+    assert failure.error.message == "no candidates to train on"
+    assert not failure.error.transient
+    assert TaskState.RETRY not in [s.state for s in collector.statuses("train-empty")]
+
+
+def test_assignment_before_any_model_fails_the_task(
+    ml: MlService, kit: ServiceKit, collector: EventCollector
+) -> None:
+    request(kit.producer, kit.names, SegmentationRequested(), "assign-early")
+    failure = collector.wait_state("assign-early", TaskState.FAILURE)
+    assert failure.error is not None and "no trained model" in failure.error.message
+
+
+def test_online_agent_segments_new_candidates_with_the_newest_model(
+    ml: MlService, kit: ServiceKit, collector: EventCollector
+) -> None:
+    profiles = synthetic_profiles(per_group=8)
+    for profile in profiles:
+        upsert(kit.producer, kit.names, profile)
+    wait_for(lambda: stored_candidates(kit) == 24, 30, what="24 stored candidates")
+    first = train(kit, collector, "train-a", n_clusters=3)
+    assert first.result is not None
+    phd_like = {**profiles[-1], "candidate_id": "newcomer"}
+    cause = upsert(kit.producer, kit.names, phd_like)
+
+    def online(candidate_id: str, version: str) -> Envelope | None:
+        return next(
+            (
+                e
+                for e in collector.of("candidate.segmented", lambda e: e.subject == candidate_id)
+                if e.taskid is None and e.payload().model_version == version
+            ),
+            None,
+        )
+
+    event = wait_for(
+        lambda: online("newcomer", first.result["model_version"]),  # type: ignore[index]
+        30,
+        what="online candidate.segmented",
+    )
+    assert event.causationid == cause.id
+    request(kit.producer, kit.names, SegmentationRequested(), "assign-a")
+    wait_for(
+        lambda: len(collector.of("candidate.segmented", lambda e: e.taskid == "assign-a")) == 25,
+        30,
+        what="batch assignment",
+    )
+    batch = {
+        e.subject: segment_of(e)
+        for e in collector.of("candidate.segmented", lambda e: e.taskid == "assign-a")
+    }
+    # The online segment is the batch one: the newcomer sits with the candidates it copies.
+    assert segment_of(event) == batch["newcomer"] == batch[profiles[-1]["candidate_id"]]
+
+    second = train(kit, collector, "train-b", n_clusters=2)
+    assert second.result is not None
+    upsert(kit.producer, kit.names, {**profiles[0], "candidate_id": "latecomer"})
+    wait_for(
+        lambda: online("latecomer", second.result["model_version"]),  # type: ignore[index]
+        30,
+        what="online assignment with the newer model",
+    )
