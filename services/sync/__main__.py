@@ -3,28 +3,55 @@ the ad platforms, then runs until SIGTERM."""
 
 from __future__ import annotations
 
-from services.publisher.platforms.registry import platform_factories
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.publisher.platforms.registry import PlatformFactory, platform_factories
 from services.sync.handlers import CampaignSync, remember_published
 from services.sync.models import metadata
 from services.sync.settings import SyncSettings
-from shared.service import build_kit, serve
+from shared.consumer import ConsumerRuntime
+from shared.metrics import ReadyCheck
+from shared.service import Component, ServiceKit, build_kit, serve
 from shared.settings import get_settings
+
+
+@dataclass
+class SyncService:
+    """The sync process's parts, in start order."""
+
+    runtime: ConsumerRuntime
+    components: list[Component]
+    readiness: dict[str, ReadyCheck]
+
+
+def compose(
+    kit: ServiceKit,
+    settings: SyncSettings,
+    platforms: Mapping[str, PlatformFactory] | None = None,
+) -> SyncService:
+    """The runtime with the sync handlers registered; the real adapters unless `platforms`
+    is given (tests pass in-memory ones)."""
+    sync = CampaignSync(
+        platforms if platforms is not None else platform_factories(settings),
+        settings.sync_batch_size,
+    )
+    runtime = kit.runtime()
+    runtime.register("campaign.published", remember_published)
+    runtime.register("campaign.sync_requested", sync.sync)
+    runtime.register("metrics.refresh_requested", sync.refresh_metrics)
+    return SyncService(
+        runtime,
+        [kit.revocation_listener(), runtime],
+        {"database": kit.db.ready, "consumer": runtime.healthy},
+    )
 
 
 def main() -> None:
     settings = get_settings(SyncSettings)
     kit = build_kit("sync", settings, metadata)
-    sync = CampaignSync(platform_factories(settings), settings.sync_batch_size)
-    runtime = kit.runtime()
-    runtime.register("campaign.published", remember_published)
-    runtime.register("campaign.sync_requested", sync.sync)
-    runtime.register("metrics.refresh_requested", sync.refresh_metrics)
-    serve(
-        kit,
-        [kit.revocation_listener(), runtime],
-        {"database": kit.db.ready, "consumer": runtime.healthy},
-        settings.metrics_port,
-    )
+    service = compose(kit, settings)
+    serve(kit, service.components, service.readiness, settings.metrics_port)
 
 
 if __name__ == "__main__":

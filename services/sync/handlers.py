@@ -4,8 +4,10 @@ update_all_campaign_metrics), emitting a change event for each difference."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,6 +28,7 @@ from shared.events import (
 from shared.retry import PermanentError
 
 SOURCE = "sync"
+PLATFORMS: tuple[Platform, ...] = ("meta", "google")
 
 
 def _session(ctx: HandlerContext) -> Session:
@@ -40,14 +43,37 @@ def remember_published(envelope: Envelope, event: CampaignPublished, ctx: Handle
     if row is None:
         row = KnownCampaign(campaign_id=event.campaign_id, platform=event.platform)
         session.add(row)
-    row.external_id = event.external_ids.get("campaign")
+    elif row.published_at > event.published_at:
+        return  # an older fact arriving late (a replayed record) must not undo a newer one
+    row.platform = event.platform
+    row.external_id = event.external_ids.get("campaign") or row.external_id
     row.published_at = event.published_at
 
 
+@dataclass
+class _Tally:
+    total: int = 0
+    updated: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    def result(self, message: str) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "updated": self.updated,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "message": message,
+        }
+
+
 class CampaignSync:
-    """Fetches every known campaign of a platform in batches and reports what changed."""
+    """Fetches every known campaign of a platform in batches (one platform call per batch of
+    up to `batch_size` ids, never one per campaign) and reports what changed."""
 
     def __init__(self, platforms: Mapping[str, PlatformFactory], batch_size: int = 100) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self.platforms = platforms
         self.batch_size = batch_size
 
@@ -61,83 +87,103 @@ class CampaignSync:
         self, envelope: Envelope, command: MetricsRefreshRequested, ctx: HandlerContext
     ) -> HandlerOutcome:
         """`metrics.refresh`: metrics of one platform's campaigns, or of both."""
-        platforms: list[Platform] = [command.platform] if command.platform else ["meta", "google"]
+        platforms = [command.platform] if command.platform else list(PLATFORMS)
         return self._run(envelope, platforms, ctx, statuses=False)
 
     def _run(
-        self, envelope: Envelope, platforms: list[Platform], ctx: HandlerContext, *, statuses: bool
+        self,
+        envelope: Envelope,
+        platforms: Sequence[Platform],
+        ctx: HandlerContext,
+        *,
+        statuses: bool,
     ) -> HandlerOutcome:
         session = _session(ctx)
-        totals = {"total": 0, "updated": 0, "failed": 0, "skipped": 0}
-        events: list[Envelope] = []
         for platform in platforms:
-            factory = self.platforms.get(platform)
-            if factory is None:
+            if platform not in self.platforms:
                 raise PermanentError(f"platform {platform!r} is not configured")
+        tally = _Tally()
+        work: list[tuple[Platform, list[KnownCampaign]]] = []
+        for platform in platforms:
             rows = session.scalars(
                 sa.select(KnownCampaign)
                 .where(KnownCampaign.platform == platform)
                 .order_by(KnownCampaign.campaign_id)
             ).all()
-            totals["total"] += len(rows)
             syncable = [r for r in rows if r.external_id]
-            totals["skipped"] += len(rows) - len(syncable)
-            if not syncable:
-                continue
-            adapter = factory()
-            for start in range(0, len(syncable), self.batch_size):
+            tally.total += len(rows)
+            tally.skipped += len(rows) - len(syncable)
+            work.append((platform, syncable))
+
+        to_fetch = sum(len(rows) for _, rows in work)
+        fetched = 0
+        events: list[Envelope] = []
+        for platform, rows in work:
+            if not rows:
+                continue  # the adapter is not even built: a Meta-only install never loads Google
+            adapter = self.platforms[platform]()
+            for start in range(0, len(rows), self.batch_size):
                 ctx.check_cancelled()
-                batch = syncable[start : start + self.batch_size]
-                found = {
-                    s.external_id: s
-                    for s in adapter.fetch_statuses_and_metrics(
-                        [r.external_id or "" for r in batch]
-                    )
-                }
+                batch = rows[start : start + self.batch_size]
+                snapshots = adapter.fetch_statuses_and_metrics([r.external_id or "" for r in batch])
+                found = {s.external_id: s for s in snapshots}
                 for row in batch:
                     snapshot = found.get(row.external_id or "")
                     if snapshot is None:
-                        totals["failed"] += 1
+                        tally.failed += 1  # deleted on the platform, or not visible to us
                         continue
-                    events += self._apply(envelope, row, snapshot, statuses=statuses)
-                    totals["updated"] += 1
-                ctx.progress(int(100 * min(start + self.batch_size, len(syncable)) / len(syncable)))
-        what = "sync" if statuses else "metrics refresh"
-        message = (
-            f"{what} of {', '.join(platforms)} done: {totals['updated']} updated, "
-            f"{totals['failed']} failed, {totals['skipped']} skipped"
+                    events += _apply(envelope, row, snapshot, statuses=statuses)
+                    tally.updated += 1
+                fetched += len(batch)
+                ctx.progress(
+                    100 * fetched // to_fetch,
+                    {"platform": platform, "done": fetched, "of": to_fetch},
+                )
+        return HandlerOutcome(
+            result=tally.result(_message(platforms, tally, statuses)), events=events
         )
-        return HandlerOutcome(result={**totals, "message": message}, events=events)
 
-    @staticmethod
-    def _apply(
-        envelope: Envelope, row: KnownCampaign, snapshot: CampaignSnapshot, *, statuses: bool
-    ) -> list[Envelope]:
-        events: list[Envelope] = []
-        platform: Platform = "meta" if row.platform == "meta" else "google"
-        if statuses and snapshot.status != row.status:
-            changed = CampaignStatusChanged(
-                campaign_id=row.campaign_id,
-                platform=platform,
-                external_id=snapshot.external_id,
-                status=snapshot.status,
-                previous_status=row.status,
-            )
-            events.append(caused_by(envelope, changed, source=SOURCE, subject=row.campaign_id))
-            row.status = snapshot.status
-        now = datetime.now(UTC)
-        metrics = CampaignMetricsUpdated(
+
+def _message(platforms: Sequence[Platform], tally: _Tally, statuses: bool) -> str:
+    which = " and ".join(platforms)
+    if tally.total == 0:
+        return f"no {which} campaigns to sync"
+    what = "sync" if statuses else "metrics refresh"
+    return (
+        f"{what} of {which} done: {tally.updated} updated, "
+        f"{tally.failed} failed, {tally.skipped} skipped"
+    )
+
+
+def _apply(
+    envelope: Envelope, row: KnownCampaign, snapshot: CampaignSnapshot, *, statuses: bool
+) -> list[Envelope]:
+    """Update `row` from the platform's snapshot; the events that report the difference."""
+    events: list[Envelope] = []
+    platform = cast(Platform, row.platform)
+    if statuses and snapshot.status != row.status:
+        changed = CampaignStatusChanged(
             campaign_id=row.campaign_id,
             platform=platform,
             external_id=snapshot.external_id,
-            impressions=snapshot.impressions,
-            clicks=snapshot.clicks,
-            spend=snapshot.spend,
-            conversions=snapshot.conversions,
-            as_of=now,
+            status=snapshot.status,
+            previous_status=row.status,
         )
-        events.append(caused_by(envelope, metrics, source=SOURCE, subject=row.campaign_id))
-        row.impressions, row.clicks = snapshot.impressions, snapshot.clicks
-        row.spend, row.conversions = snapshot.spend, snapshot.conversions
-        row.synced_at = now
-        return events
+        events.append(caused_by(envelope, changed, source=SOURCE, subject=row.campaign_id))
+        row.status = snapshot.status
+    now = datetime.now(UTC)
+    metrics = CampaignMetricsUpdated(
+        campaign_id=row.campaign_id,
+        platform=platform,
+        external_id=snapshot.external_id,
+        impressions=snapshot.impressions,
+        clicks=snapshot.clicks,
+        spend=snapshot.spend,
+        conversions=snapshot.conversions,
+        as_of=now,
+    )
+    events.append(caused_by(envelope, metrics, source=SOURCE, subject=row.campaign_id))
+    row.impressions, row.clicks = snapshot.impressions, snapshot.clicks
+    row.spend, row.conversions = snapshot.spend, snapshot.conversions
+    row.synced_at = now
+    return events

@@ -18,6 +18,8 @@ class Base(DeclarativeBase):
 
 
 class KnownCampaign(Base):
+    """A campaign learned from `campaign.published`, with what its platform last reported."""
+
     __tablename__ = "known_campaigns"
 
     campaign_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)

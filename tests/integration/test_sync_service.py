@@ -1,0 +1,433 @@
+"""The sync service, wired as `python -m services.sync` wires it, against the real broker and
+PostgreSQL: it learns campaigns from `campaign.published`, and `campaign.sync` /
+`metrics.refresh` tasks emit change events and report their result on `task.status`.
+The ad platforms are an in-memory fake here, and the sandbox in the last tests."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from infra.waiting import wait_for
+from services.publisher.platforms.base import (
+    AdPlatform,
+    CampaignSpec,
+    JobOpening,
+    PermanentPlatformError,
+)
+from services.publisher.platforms.google import GoogleAdsPlatform
+from services.publisher.platforms.meta import MetaAdsPlatform
+from services.sync.__main__ import SyncService, compose
+from services.sync.models import KnownCampaign, metadata
+from services.sync.settings import SyncSettings
+from shared.envelope import Envelope, MalformedEvent, from_kafka, new_event
+from shared.events import (
+    CampaignMetricsUpdated,
+    CampaignPublished,
+    CampaignStatusChanged,
+    Command,
+    MetricsRefreshRequested,
+    SyncRequested,
+    TaskOptions,
+    TaskState,
+    TaskStatus,
+)
+from shared.service import ServiceKit, build_kit
+from shared.topics import TopicNames
+from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS, Sandbox
+from tests.support.kafka import read_events
+from tests.unit.test_sync_handlers import FakePlatform, snapshot
+
+pytestmark = pytest.mark.integration
+
+PlatformName = Literal["meta", "google"]
+
+
+class EventCollector:
+    """Reads topics from their beginning in the background and keeps every event."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.events: list[Envelope] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+        )
+        partitions = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=30).topics[topic]
+            partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self._consumer.assign(partitions)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            try:
+                envelope = from_kafka(msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
+            except MalformedEvent:
+                continue
+            with self._lock:
+                self.events.append(envelope)
+
+    def of(self, event_type: str, where: Callable[[Envelope], bool] = lambda e: True) -> list[Any]:
+        with self._lock:
+            return [e.payload() for e in self.events if e.type == event_type and where(e)]
+
+    def of_task(self, event_type: str, task_id: str, count: int = 0) -> list[Any]:
+        """The task's events of a type, once at least `count` of them arrived (they travel
+        on their own topic, so they may arrive after the task's SUCCESS status)."""
+
+        def arrived() -> list[Any] | None:
+            found = self.of(event_type, lambda e: e.taskid == task_id)
+            return found if len(found) >= count else None
+
+        if count == 0:
+            return self.of(event_type, lambda e: e.taskid == task_id)
+        return wait_for(arrived, 30, 0.05, f"{count} {event_type} of {task_id}")
+
+    def wait_state(self, task_id: str, state: TaskState, timeout: float = 60) -> TaskStatus:
+        def reached() -> TaskStatus | None:
+            statuses = self.of("task.status", lambda e: e.subject == task_id)
+            return next((s for s in statuses if s.state is state), None)
+
+        return wait_for(reached, timeout, 0.05, f"{task_id} to reach {state}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+@pytest.fixture
+def settings(
+    kafka_bootstrap: str, names: TopicNames, database_url: str, tmp_path: Path
+) -> SyncSettings:
+    return SyncSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=names.prefix,
+        topic_max_partitions=TEST_MAX_PARTITIONS,
+        database_url=database_url,
+        retry_tiers=TEST_TIERS,
+        default_retry_delay=1,
+        data_dir=str(tmp_path / "data"),
+        metrics_port=0,
+        log_json=False,
+    )
+
+
+@pytest.fixture
+def kit(settings: SyncSettings) -> Iterator[ServiceKit]:
+    """The service's clients on this test's topics (created and deleted by `names`)."""
+    service_kit = build_kit("sync", settings, metadata)
+    yield service_kit
+    service_kit.producer.close()
+    service_kit.db.dispose()
+
+
+@pytest.fixture
+def collector(kafka_bootstrap: str, names: TopicNames) -> Iterator[EventCollector]:
+    topics = ["task.status", "campaign.status_changed", "campaign.metrics_updated"]
+    events = EventCollector(kafka_bootstrap, [names.topic(t) for t in topics])
+    yield events
+    events.close()
+
+
+@pytest.fixture
+def fakes() -> dict[str, FakePlatform]:
+    return {"meta": FakePlatform(), "google": FakePlatform(name="google")}
+
+
+def start(service: SyncService) -> SyncService:
+    for component in service.components:
+        component.start()
+    assert service.runtime.assigned.wait(30)
+    return service
+
+
+def stop(service: SyncService) -> None:
+    for component in reversed(service.components):
+        component.stop()
+
+
+@pytest.fixture
+def sync(
+    kit: ServiceKit, settings: SyncSettings, fakes: dict[str, FakePlatform]
+) -> Iterator[SyncService]:
+    def factory(platform: FakePlatform) -> Callable[[], AdPlatform]:
+        return lambda: platform
+
+    service = start(compose(kit, settings, {name: factory(p) for name, p in fakes.items()}))
+    yield service
+    stop(service)
+
+
+def published(
+    kit: ServiceKit, campaign_id: str, external_id: str | None, platform: PlatformName = "meta"
+) -> None:
+    payload = CampaignPublished(
+        campaign_id=campaign_id,
+        platform=platform,
+        external_ids={"campaign": external_id} if external_id else {},
+        published_at=datetime.now(UTC),
+    )
+    envelope = new_event(payload, source="publisher", subject=campaign_id)
+    kit.producer.send(kit.names.topic("campaign.published"), envelope)
+
+
+def wait_known(kit: ServiceKit, count: int) -> None:
+    """`campaign.published` and the sync command travel on different topics: wait until the
+    service has learned the campaigns before asking it to sync them."""
+
+    def known() -> bool:
+        with kit.db.session() as session:
+            return session.scalar(sa.select(sa.func.count()).select_from(KnownCampaign)) == count
+
+    wait_for(known, 30, 0.05, f"{count} known campaigns")
+
+
+def request(kit: ServiceKit, command: Command, subject: str) -> str:
+    task_id = str(uuid.uuid4())
+    envelope = new_event(command, source="test", subject=subject, taskid=task_id)
+    kit.producer.send(kit.names.topic(envelope.type), envelope)
+    return task_id
+
+
+def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
+    kit: ServiceKit,
+    sync: SyncService,
+    fakes: dict[str, FakePlatform],
+    collector: EventCollector,
+    kafka_bootstrap: str,
+) -> None:
+    fakes["meta"].snapshots = {"x1": snapshot("x1", impressions=42)}
+    published(kit, "c1", "x1")
+    published(kit, "c2", "x2")  # deleted on the platform since: failed
+    published(kit, "c3", None)  # never got a campaign id: skipped
+    wait_known(kit, 3)
+
+    task_id = request(kit, SyncRequested(platform="meta"), "meta")
+
+    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    assert done.name == "campaign.sync" and done.result == {
+        "total": 3,
+        "updated": 1,
+        "failed": 1,
+        "skipped": 1,
+        "message": "sync of meta done: 1 updated, 1 failed, 1 skipped",
+    }
+    assert fakes["meta"].calls == [["x1", "x2"]]
+    changed = read_events(kafka_bootstrap, kit.names.topic("campaign.status_changed"))
+    metrics = read_events(kafka_bootstrap, kit.names.topic("campaign.metrics_updated"))
+    assert [(e.subject, e.taskid) for e in changed + metrics] == [("c1", task_id)] * 2
+    status = changed[0].payload()
+    assert isinstance(status, CampaignStatusChanged)
+    assert (status.external_id, status.previous_status, status.status) == ("x1", None, "active")
+    first = metrics[0].payload()
+    assert isinstance(first, CampaignMetricsUpdated) and first.impressions == 42
+    states = [s.state for s in collector.of("task.status", lambda e: e.subject == task_id)]
+    assert states[0] is TaskState.STARTED and TaskState.PROGRESS in states
+
+    # Paused on the platform: the next sync reports the change with the previous status.
+    fakes["meta"].snapshots["x1"] = snapshot("x1", status="paused", impressions=50)
+    again = request(kit, SyncRequested(platform="meta"), "meta")
+    collector.wait_state(again, TaskState.SUCCESS)
+    assert [
+        (c.campaign_id, c.previous_status, c.status)
+        for c in collector.of_task("campaign.status_changed", again, 1)
+    ] == [("c1", "active", "paused")]
+    assert [m.impressions for m in collector.of_task("campaign.metrics_updated", again, 1)] == [50]
+    with kit.db.session() as session:
+        row = session.get(KnownCampaign, "c1")
+        assert row is not None and (row.status, row.impressions) == ("paused", 50)
+
+
+def test_metrics_refresh_covers_both_platforms(
+    kit: ServiceKit, sync: SyncService, fakes: dict[str, FakePlatform], collector: EventCollector
+) -> None:
+    fakes["meta"].snapshots = {"x1": snapshot("x1", impressions=5)}
+    fakes["google"].snapshots = {"901": snapshot("901", impressions=6)}
+    published(kit, "m1", "x1", "meta")
+    published(kit, "g1", "901", "google")
+    wait_known(kit, 2)
+
+    task_id = request(kit, MetricsRefreshRequested(), "all")
+
+    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    assert done.name == "metrics.refresh" and done.result is not None
+    assert (done.result["total"], done.result["updated"]) == (2, 2)
+    metrics = collector.of_task("campaign.metrics_updated", task_id, 2)
+    assert {(m.platform, m.campaign_id, m.impressions) for m in metrics} == {
+        ("meta", "m1", 5),
+        ("google", "g1", 6),
+    }
+    assert collector.of_task("campaign.status_changed", task_id) == []
+
+
+def test_a_transient_platform_error_retries_the_sync_through_a_tier(
+    kit: ServiceKit, sync: SyncService, fakes: dict[str, FakePlatform], collector: EventCollector
+) -> None:
+    fakes["meta"].snapshots = {"x1": snapshot("x1")}
+    fakes["meta"].fail_on_call = 1
+    published(kit, "c1", "x1")
+    wait_known(kit, 1)
+
+    quick = TaskOptions(retry_delay=1)  # the 1 s test tier
+    task_id = request(kit, SyncRequested(platform="meta", options=quick), "meta")
+
+    retry = collector.wait_state(task_id, TaskState.RETRY)
+    assert retry.next_attempt_at is not None
+    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    assert done.attempt == 2 and done.result is not None and done.result["updated"] == 1
+    assert len(fakes["meta"].calls) == 2
+    # The failed attempt emitted nothing: one metrics event, from the successful one.
+    assert len(collector.of_task("campaign.metrics_updated", task_id, 1)) == 1
+
+
+def test_a_permanent_platform_error_fails_the_sync_and_dead_letters_it(
+    kit: ServiceKit,
+    sync: SyncService,
+    fakes: dict[str, FakePlatform],
+    collector: EventCollector,
+    kafka_bootstrap: str,
+) -> None:
+    fakes["meta"].fail_on_call = 1
+    fakes["meta"].error = PermanentPlatformError("token expired", code=190)
+    published(kit, "c1", "x1")
+    wait_known(kit, 1)
+
+    task_id = request(kit, SyncRequested(platform="meta"), "meta")
+
+    failed = collector.wait_state(task_id, TaskState.FAILURE)
+    assert failed.error is not None and "token expired" in failed.error.message
+    dead = read_events(kafka_bootstrap, kit.names.dlq("campaign.sync_requested"))
+    assert [e.taskid for e in dead] == [task_id]
+    with kit.db.session() as session:
+        row = session.get(KnownCampaign, "c1")
+        assert row is not None and row.status is None and row.synced_at is None
+
+
+# --- against the ad-platform sandbox -------------------------------------------------------
+
+
+class MemoryJournal:
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+        self.attempted: set[str] = set()
+
+    def created_id(self, step: str) -> str | None:
+        return self.ids.get(step)
+
+    def was_attempted(self, step: str) -> bool:
+        return step in self.attempted
+
+    def mark_attempt(self, step: str) -> None:
+        self.attempted.add(step)
+
+    def record(self, step: str, external_id: str) -> None:
+        self.ids[step] = external_id
+
+
+def spec(campaign_id: str) -> CampaignSpec:
+    job = JobOpening(
+        "Night Nurse", "Night shifts", "Hospital Central", "Madrid", "https://jobs.example.org/1"
+    )
+    return CampaignSpec(
+        campaign_id, "Nurses Madrid", Decimal("25.50"), "EUR", job, {"countries": ["ES"]}
+    )
+
+
+@pytest.fixture
+def sandbox_sync(
+    kit: ServiceKit, settings: SyncSettings, sandbox: Sandbox
+) -> Iterator[tuple[SyncService, SyncSettings]]:
+    """The service with its real adapters (`platform_factories`) pointed at the sandbox."""
+    pointed = settings.model_copy(
+        update={"meta_graph_url": sandbox.graph_url, "google_ads_endpoint": sandbox.google_endpoint}
+    )
+    service = start(compose(kit, pointed))
+    yield service, pointed
+    stop(service)
+
+
+def test_sync_against_the_sandbox_sees_the_metrics_grow(
+    kit: ServiceKit,
+    sandbox_sync: tuple[SyncService, SyncSettings],
+    sandbox: Sandbox,
+    collector: EventCollector,
+) -> None:
+    _, settings = sandbox_sync
+    ids = MetaAdsPlatform(settings).create_campaign_flow(spec("c-meta"), MemoryJournal())
+    published(kit, "c-meta", ids["campaign"])
+    wait_known(kit, 1)
+
+    def sync_once() -> tuple[TaskStatus, CampaignMetricsUpdated]:
+        task_id = request(kit, SyncRequested(platform="meta"), "meta")
+        done = collector.wait_state(task_id, TaskState.SUCCESS)
+        [metrics] = collector.of_task("campaign.metrics_updated", task_id, 1)
+        return done, metrics
+
+    done, first = sync_once()
+    assert done.result is not None and (done.result["updated"], done.result["failed"]) == (1, 0)
+    [changed] = collector.of_task("campaign.status_changed", done.task_id, 1)
+    assert (changed.campaign_id, changed.external_id, changed.status) == (
+        "c-meta",
+        ids["campaign"],
+        "active",
+    )
+
+    def grown_metrics() -> CampaignMetricsUpdated | None:
+        metrics = sync_once()[1]
+        return metrics if metrics.impressions > first.impressions else None
+
+    grown = wait_for(
+        grown_metrics,
+        30,
+        0.5,
+        "impressions to grow between syncs",
+    )
+    assert grown.clicks >= first.clicks and grown.spend >= first.spend
+    assert len(collector.of("campaign.status_changed")) == 1  # still active: no new change
+
+
+def test_metrics_refresh_against_the_sandbox_reads_both_platforms(
+    kit: ServiceKit,
+    sandbox_sync: tuple[SyncService, SyncSettings],
+    sandbox: Sandbox,
+    collector: EventCollector,
+) -> None:
+    _, settings = sandbox_sync
+    meta_ids = MetaAdsPlatform(settings).create_campaign_flow(spec("c-meta"), MemoryJournal())
+    google_ids = GoogleAdsPlatform(settings).create_campaign_flow(spec("c-google"), MemoryJournal())
+    published(kit, "c-meta", meta_ids["campaign"], "meta")
+    published(kit, "c-google", google_ids["campaign"], "google")
+    published(kit, "c-gone", "999999999", "google")  # not on the platform
+    wait_known(kit, 3)
+
+    task_id = request(kit, MetricsRefreshRequested(), "all")
+
+    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    assert done.result is not None
+    assert {k: done.result[k] for k in ("total", "updated", "failed", "skipped")} == {
+        "total": 3,
+        "updated": 2,
+        "failed": 1,
+        "skipped": 0,
+    }
+    metrics = collector.of_task("campaign.metrics_updated", task_id, 2)
+    assert {(m.platform, m.campaign_id, m.external_id) for m in metrics} == {
+        ("meta", "c-meta", meta_ids["campaign"]),
+        ("google", "c-google", google_ids["campaign"]),
+    }
