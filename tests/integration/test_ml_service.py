@@ -4,21 +4,19 @@ faust agent's online assignment of new candidates."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from infra.waiting import wait_for
 from services.ml.__main__ import MlService, compose
 from services.ml.models import Candidate, metadata
 from services.ml.settings import MlSettings
-from shared.envelope import Envelope, MalformedEvent, from_kafka, new_event
+from shared.envelope import Envelope, new_event
 from shared.events import (
     CandidateSegmented,
     CandidateUpserted,
@@ -33,58 +31,10 @@ from shared.producer import EventProducer
 from shared.service import ServiceKit, build_kit
 from shared.topics import TopicNames
 from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS
+from tests.support.kafka import EventCollector
 from tests.unit.test_ml_segmentation import synthetic_profiles
 
 pytestmark = pytest.mark.integration
-
-
-class EventCollector:
-    """Reads topics from their beginning in the background and keeps every event."""
-
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.events: list[Envelope] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
-        )
-        partitions = []
-        for topic in topics:
-            meta = self._consumer.list_topics(topic, timeout=30).topics[topic]
-            partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        self._consumer.assign(partitions)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._consumer.poll(0.1)
-            if msg is None or msg.error() is not None:
-                continue
-            try:
-                envelope = from_kafka(msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
-            except MalformedEvent:
-                continue
-            with self._lock:
-                self.events.append(envelope)
-
-    def of(self, event_type: str, where: Callable[[Envelope], bool] = lambda e: True) -> list[Any]:
-        with self._lock:
-            return [e for e in self.events if e.type == event_type and where(e)]
-
-    def statuses(self, task_id: str) -> list[TaskStatus]:
-        return [e.payload() for e in self.of("task.status", lambda e: e.subject == task_id)]
-
-    def wait_state(self, task_id: str, state: TaskState, timeout: float = 60) -> TaskStatus:
-        def reached() -> TaskStatus | None:
-            return next((s for s in self.statuses(task_id) if s.state is state), None)
-
-        return wait_for(reached, timeout, 0.1, f"{task_id} to reach {state}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._consumer.close()
 
 
 @pytest.fixture

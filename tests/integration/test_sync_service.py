@@ -5,17 +5,15 @@ The ad platforms are an in-memory fake here, and the sandbox in the last tests."
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from infra.waiting import wait_for
 from services.publisher.platforms.base import (
@@ -29,7 +27,7 @@ from services.publisher.platforms.meta import MetaAdsPlatform
 from services.sync.__main__ import SyncService, compose
 from services.sync.models import KnownCampaign, metadata
 from services.sync.settings import SyncSettings
-from shared.envelope import Envelope, MalformedEvent, from_kafka, new_event
+from shared.envelope import new_event
 from shared.events import (
     CampaignMetricsUpdated,
     CampaignPublished,
@@ -44,71 +42,12 @@ from shared.events import (
 from shared.service import ServiceKit, build_kit
 from shared.topics import TopicNames
 from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS, Sandbox
-from tests.support.kafka import read_events
+from tests.support.kafka import EventCollector, read_events
 from tests.unit.test_sync_handlers import FakePlatform, snapshot
 
 pytestmark = pytest.mark.integration
 
 PlatformName = Literal["meta", "google"]
-
-
-class EventCollector:
-    """Reads topics from their beginning in the background and keeps every event."""
-
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.events: list[Envelope] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
-        )
-        partitions = []
-        for topic in topics:
-            meta = self._consumer.list_topics(topic, timeout=30).topics[topic]
-            partitions += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        self._consumer.assign(partitions)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._consumer.poll(0.1)
-            if msg is None or msg.error() is not None:
-                continue
-            try:
-                envelope = from_kafka(msg.key(), msg.value(), msg.headers())  # type: ignore[arg-type]
-            except MalformedEvent:
-                continue
-            with self._lock:
-                self.events.append(envelope)
-
-    def of(self, event_type: str, where: Callable[[Envelope], bool] = lambda e: True) -> list[Any]:
-        with self._lock:
-            return [e.payload() for e in self.events if e.type == event_type and where(e)]
-
-    def of_task(self, event_type: str, task_id: str, count: int = 0) -> list[Any]:
-        """The task's events of a type, once at least `count` of them arrived (they travel
-        on their own topic, so they may arrive after the task's SUCCESS status)."""
-
-        def arrived() -> list[Any] | None:
-            found = self.of(event_type, lambda e: e.taskid == task_id)
-            return found if len(found) >= count else None
-
-        if count == 0:
-            return self.of(event_type, lambda e: e.taskid == task_id)
-        return wait_for(arrived, 30, 0.05, f"{count} {event_type} of {task_id}")
-
-    def wait_state(self, task_id: str, state: TaskState, timeout: float = 60) -> TaskStatus:
-        def reached() -> TaskStatus | None:
-            statuses = self.of("task.status", lambda e: e.subject == task_id)
-            return next((s for s in statuses if s.state is state), None)
-
-        return wait_for(reached, timeout, 0.05, f"{task_id} to reach {state}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._consumer.close()
 
 
 @pytest.fixture
@@ -237,7 +176,7 @@ def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
     assert (status.external_id, status.previous_status, status.status) == ("x1", None, "active")
     first = metrics[0].payload()
     assert isinstance(first, CampaignMetricsUpdated) and first.impressions == 42
-    states = [s.state for s in collector.of("task.status", lambda e: e.subject == task_id)]
+    states = [s.state for s in collector.statuses(task_id)]
     assert states[0] is TaskState.STARTED and TaskState.PROGRESS in states
 
     # Paused on the platform: the next sync reports the change with the previous status.
