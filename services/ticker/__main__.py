@@ -1,5 +1,5 @@
-"""`python -m services.ticker`: fires the schedules of `config/schedules.yaml` while it holds
-the leader lease (standby otherwise), with an outbox relay producing what it fires."""
+"""`python -m services.ticker`: fires the schedules of the schedules file while it holds the
+leader lease (standing by otherwise), with an outbox relay producing what it fires."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 
-from services.ticker.lease import TickerLease
+from services.ticker.lease import open_lease
 from services.ticker.models import metadata
 from services.ticker.settings import TickerSettings
 from services.ticker.ticker import Ticker, utc_now
@@ -18,13 +18,14 @@ from shared.settings import get_settings
 
 def main() -> None:
     settings = get_settings(TickerSettings)
+    schedules = load_schedules(settings.schedules_file)
     kit = build_kit("ticker", settings, metadata)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    lease = TickerLease(kit.db, owner, settings.ticker_lease_ttl, utc_now)
+    lease = open_lease(kit.db, owner, settings.ticker_lease_ttl, utc_now)
     ticker = Ticker(
         kit.db,
         kit.outbox,
-        load_schedules(settings.schedules_file),
+        schedules,
         lease,
         grace=settings.ticker_grace,
         interval=settings.ticker_interval,

@@ -1,5 +1,5 @@
-"""The ticker's own tables: the leader lease, one row per fired slot, and each schedule's
-last handled slot (plus tracking/outbox)."""
+"""The ticker's own tables: the leader lease with its fencing epoch, one row per fired slot,
+and each schedule's newest handled slot (plus the shared tracking and outbox tables)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,17 @@ class Base(DeclarativeBase):
 
 
 class Lease(Base):
-    """Who may fire: the owner while `expires_at` is ahead; `epoch` grows on every takeover."""
+    """Who may fire: `epoch` grows on every acquisition and each firing checks it (fencing).
+    `expires_at` is set by the SQLite lease (renewed every tick); on PostgreSQL the holder
+    of an advisory lock leads and `expires_at` stays empty."""
 
     __tablename__ = "lease"
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(sa.String(128))
     epoch: Mapped[int] = mapped_column(sa.BigInteger)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Firing(Base):
@@ -40,12 +43,14 @@ class Firing(Base):
 
 
 class ScheduleState(Base):
-    """The newest slot each schedule has dealt with (fired or skipped by its misfire policy)."""
+    """Where a schedule's catch-up starts: the newest slot dealt with (fired, or passed over
+    by its misfire policy) and the newest slot actually fired."""
 
     __tablename__ = "schedule_state"
 
     schedule: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     last_slot: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_fired_slot: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 metadata = with_tracking(Base.metadata)

@@ -1,32 +1,47 @@
-"""The ticker: on every tick, while it holds the lease, fire each schedule's due slots. A
-firing writes its `firings` row (unique per schedule and slot), a PENDING task status and the
-command to the outbox, in one transaction: a restart or a second ticker never fires twice."""
+"""The ticker loop: on every tick, while it holds the lease, fire each schedule's due slots.
+
+A firing writes, in one transaction that first re-checks the lease epoch, its `firings` row
+(unique per schedule and slot), a PENDING task status and the command to the outbox, and the
+schedule's newest slot: neither a restart nor a second, stale ticker fires a slot twice.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from prometheus_client import Gauge
+from sqlalchemy.orm import Session
 
+from services.ticker.firing import firing_events, plan
 from services.ticker.lease import LeaseLost, TickerLease
 from services.ticker.models import Firing, ScheduleState
-from services.ticker.planning import firing_id, plan
 from shared import metrics
 from shared.db import Database
-from shared.envelope import new_event
-from shared.events import CONTRACTS, TASK_COMMANDS, TaskOptions, TaskState, TaskStatus
+from shared.logging import bind_event
 from shared.outbox import Outbox
 from shared.schedules import Schedule
 
 log = logging.getLogger(__name__)
-SOURCE = "ticker"
+
+LEADER = Gauge("adflux_ticker_leader", "1 while this ticker holds the lease and fires.")
+LEASE_EPOCH = Gauge("adflux_ticker_lease_epoch", "The lease epoch this ticker fires under.")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Fired:
+    schedule: str
+    slot: datetime
+    task_id: str
 
 
 class Ticker:
@@ -48,59 +63,70 @@ class Ticker:
         self.grace = grace
         self.interval = interval
         self.clock = clock
+        self.leading = False
+        self._announced = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        now = self.now()
+        for schedule in schedules.values():  # a schedule whose kwargs its task rejects: fail now
+            try:
+                firing_events(schedule, now, now)
+            except ValueError as exc:
+                raise ValueError(f"schedule {schedule.name!r}: {exc}") from exc
 
-    def tick(self) -> list[tuple[str, datetime]]:
-        """One round: returns the (schedule, slot) pairs fired."""
-        if not self.lease.hold():
+    def now(self) -> datetime:
+        return self.clock().astimezone(UTC)
+
+    def tick(self) -> list[Fired]:
+        """One round: take or keep the lease, then fire what is due; returns what was fired."""
+        try:
+            self._set_leading(self.lease.hold())
+        except Exception:
+            self._set_leading(False)
+            raise
+        if not self.leading:
             return []
-        fired: list[tuple[str, datetime]] = []
+        fired: list[Fired] = []
         try:
             for schedule in self.schedules.values():
                 fired += self._run_schedule(schedule)
-        except LeaseLost:
-            log.warning("lease lost; standing by")
-        if fired:
-            self.outbox.notify()
+        except LeaseLost as exc:
+            log.warning("%s; standing by", exc)
+            self._set_leading(False)
+        finally:
+            if fired:
+                self.outbox.notify()
         return fired
 
-    def _run_schedule(self, schedule: Schedule) -> list[tuple[str, datetime]]:
-        now = self.clock()
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self.leading or not self._announced:
+            self._announced = True
+            if leading:
+                log.info("ticker %s leads at epoch %s", self.lease.owner, self.lease.epoch)
+            else:
+                log.info("ticker %s stands by", self.lease.owner)
+        self.leading = leading
+        LEADER.set(1 if leading else 0)
+        LEASE_EPOCH.set(self.lease.epoch or 0)
+
+    def _run_schedule(self, schedule: Schedule) -> list[Fired]:
+        now = self.now()
         with self.db.session() as session:
             state = session.get(ScheduleState, schedule.name)
-            last = state.last_slot if state is not None else None
+            last = state.last_slot.astimezone(UTC) if state is not None else None
         decided = plan(schedule, last, now, self.grace)
-        fired = []
-        for slot in decided.fire:
-            if self.fire(schedule, slot):
-                fired.append((schedule.name, slot))
-        with self.db.session() as session:
-            self.lease.verify(session)
-            state = session.get(ScheduleState, schedule.name, with_for_update=True)
-            if state is None:
-                session.add(ScheduleState(schedule=schedule.name, last_slot=decided.handled_up_to))
-            elif decided.handled_up_to > state.last_slot:
-                state.last_slot = decided.handled_up_to
+        fired = [f for slot in decided.fire if (f := self.fire(schedule, slot)) is not None]
+        if last is None or decided.handled_up_to > last:
+            with self.db.session() as session:  # slots passed over by the misfire policy
+                self.lease.verify(session)
+                _advance(session, schedule.name, decided.handled_up_to)
         return fired
 
-    def fire(self, schedule: Schedule, slot: datetime) -> bool:
-        """Record and emit one firing; False when the slot was already fired."""
-        task_id = firing_id(schedule.name, slot)
-        expires = slot + timedelta(seconds=schedule.expires) if schedule.expires else None
-        options = TaskOptions(priority=schedule.priority, expires=expires)
-        command_model = CONTRACTS[TASK_COMMANDS[schedule.task]].model
-        command = command_model.model_validate({**schedule.kwargs, "options": options})
-        subject = str(schedule.kwargs.get("platform") or schedule.task)
-        status = TaskStatus(
-            task_id=task_id,
-            name=schedule.task,
-            state=TaskState.PENDING,
-            attempt=1,
-            args=list(schedule.args),
-            kwargs=dict(schedule.kwargs),
-            at=self.clock(),
-        )
+    def fire(self, schedule: Schedule, slot: datetime) -> Fired | None:
+        """Record and emit one firing; None when the slot was already fired. Raises LeaseLost
+        when this ticker no longer leads."""
+        slot = slot.astimezone(UTC)
+        events = firing_events(schedule, slot, self.now())
         try:
             with self.db.session() as session:
                 epoch = self.lease.verify(session)
@@ -108,48 +134,46 @@ class Ticker:
                     Firing(
                         schedule=schedule.name,
                         slot=slot,
-                        task_id=task_id,
+                        task_id=events.task_id,
                         epoch=epoch,
-                        fired_at=self.clock(),
+                        fired_at=self.now(),
                     )
                 )
                 session.flush()  # the unique (schedule, slot) row first: a duplicate stops here
-                self.outbox.add(
-                    session,
-                    new_event(
-                        status,
-                        source=SOURCE,
-                        subject=task_id,
-                        taskid=task_id,
-                        event_id=firing_id(schedule.name, slot, "status"),
-                    ),
-                )
-                self.outbox.add(
-                    session,
-                    new_event(
-                        command,
-                        source=SOURCE,
-                        subject=subject,
-                        taskid=task_id,
-                        event_id=firing_id(schedule.name, slot, "command"),
-                    ),
-                )
+                # PENDING first, so the task is listed before any worker reports on it.
+                self.outbox.add(session, events.status)
+                self.outbox.add(session, events.command)
+                _advance(session, schedule.name, slot, fired=True)
         except sa.exc.IntegrityError:
             log.info("slot %s of %s was already fired", slot.isoformat(), schedule.name)
-            return False
+            return None
         metrics.SCHEDULE_FIRINGS.labels(schedule.name).inc()
-        log.info("fired %s for slot %s as task %s", schedule.name, slot.isoformat(), task_id)
-        return True
+        with bind_event(events.command):
+            log.info(
+                "fired %s (%s) for slot %s at epoch %s",
+                schedule.name,
+                schedule.task,
+                slot.isoformat(),
+                epoch,
+            )
+        return Fired(schedule.name, slot, events.task_id)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.tick()
-            except sa.exc.SQLAlchemyError:
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("tick failed (%s); retrying", exc)
+            except Exception:
                 log.exception("tick failed; retrying")
-            self._stop.wait(self.interval)
-        self.lease.release()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        try:
+            self.lease.release()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not release the lease (%s); it lapses on its own", exc)
+        self._set_leading(False)
 
     def start(self) -> Ticker:
         self._thread = threading.Thread(target=self.run, name="ticker", daemon=True)
@@ -163,3 +187,15 @@ class Ticker:
 
     def healthy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+
+def _advance(session: Session, schedule: str, slot: datetime, *, fired: bool = False) -> None:
+    """Move the schedule's newest handled (and, if `fired`, fired) slot forward, never back."""
+    state = session.get(ScheduleState, schedule, with_for_update=True)
+    if state is None:
+        state = ScheduleState(schedule=schedule, last_slot=slot)
+        session.add(state)
+    elif slot > state.last_slot:
+        state.last_slot = slot
+    if fired and (state.last_fired_slot is None or slot > state.last_fired_slot):
+        state.last_fired_slot = slot

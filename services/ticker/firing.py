@@ -1,0 +1,119 @@
+"""What a tick fires, as pure logic (no clock, database or broker): a schedule's due slots —
+on time, and missed ones by its misfire policy within its catch-up window — and the
+deterministic task and events of one firing."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.envelope import Envelope, new_event
+from shared.events import CONTRACTS, TASK_COMMANDS, Command, TaskOptions, TaskState, TaskStatus
+from shared.schedules import Schedule
+
+NAMESPACE = uuid.UUID("6f9d7c64-55c1-4c35-9d43-1f1d5a0a7a10")
+SOURCE = "ticker"
+
+
+def task_id_for(schedule: str, slot: datetime) -> str:
+    """The firing's task id: the same schedule and slot give the same id on every ticker."""
+    return str(uuid.uuid5(NAMESPACE, f"{schedule}|{slot.astimezone(UTC).isoformat()}"))
+
+
+def _event_id(task_id: str, kind: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{task_id}|{kind}"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The slots to fire now, oldest first, and the slot the schedule has dealt with up to."""
+
+    fire: list[datetime]
+    handled_up_to: datetime
+
+
+def plan(schedule: Schedule, last_slot: datetime | None, now: datetime, grace: float) -> Plan:
+    """Which slots of `schedule` to fire at `now`, given the newest slot already dealt with
+    (None: the schedule never ran here, so nothing before now is owed).
+
+    A slot at most `grace` seconds old is on time and always fires. Older ones are misfires:
+    within the last `catch_up` seconds, `run_all` fires each, `run_once` only the newest slot
+    owed (an on-time one if there is one), `skip` none; older than that, never.
+    """
+    on_time_window = timedelta(seconds=grace)
+    if last_slot is None:
+        previous = schedule.previous_slot(now)
+        return Plan([previous] if now - previous <= on_time_window else [], now)
+    # Slots before the horizon can never fire: do not walk them (a minutely schedule after a
+    # month of downtime would be forty thousand slots).
+    horizon = now - max(timedelta(seconds=schedule.catch_up), on_time_window)
+    slots = schedule.slots_between(max(last_slot, horizon - timedelta(microseconds=1)), now)
+    newest = schedule.previous_slot(now)
+    handled_up_to = newest if newest > last_slot else last_slot
+    on_time = [s for s in slots if now - s <= on_time_window]
+    catch_up_start = now - timedelta(seconds=schedule.catch_up)
+    missed = [s for s in slots if now - s > on_time_window and s >= catch_up_start]
+    if schedule.misfire == "run_all":
+        fire = missed + on_time
+    elif schedule.misfire == "skip":
+        fire = on_time
+    else:  # run_once: everything owed collapses into one run, the newest
+        fire = (missed + on_time)[-1:]
+    return Plan(fire, handled_up_to)
+
+
+def command_for(schedule: Schedule, slot: datetime) -> tuple[Command, str]:
+    """The schedule's command payload for one slot, and its Kafka key (the platform when the
+    task has one, else the task name, as the gateway keys it)."""
+    expires = slot + timedelta(seconds=schedule.expires) if schedule.expires else None
+    options = TaskOptions(priority=schedule.priority, expires=expires)
+    model = CONTRACTS[TASK_COMMANDS[schedule.task]].model
+    command = model.model_validate({**schedule.kwargs, "options": options})
+    if not isinstance(command, Command):
+        raise TypeError(f"{model.__name__} of task {schedule.task} is not a command")
+    return command, str(schedule.kwargs.get("platform") or schedule.task)
+
+
+@dataclass(frozen=True)
+class FiringEvents:
+    """One firing's task id and what goes to the outbox: its PENDING status, then its command."""
+
+    task_id: str
+    status: Envelope
+    command: Envelope
+
+
+def firing_events(schedule: Schedule, slot: datetime, at: datetime) -> FiringEvents:
+    """The events of firing `schedule` for `slot` at time `at`; their ids are deterministic
+    too, so even a re-sent firing is one event to every consumer."""
+    task_id = task_id_for(schedule.name, slot)
+    command, subject = command_for(schedule, slot)
+    status = TaskStatus(
+        task_id=task_id,
+        name=schedule.task,
+        state=TaskState.PENDING,
+        attempt=1,
+        args=list(schedule.args),
+        kwargs=dict(schedule.kwargs),
+        at=at,
+    )
+    return FiringEvents(
+        task_id,
+        new_event(
+            status,
+            source=SOURCE,
+            subject=task_id,
+            taskid=task_id,
+            correlationid=task_id,
+            event_id=_event_id(task_id, "pending"),
+        ),
+        new_event(
+            command,
+            source=SOURCE,
+            subject=subject,
+            taskid=task_id,
+            correlationid=task_id,
+            event_id=_event_id(task_id, "command"),
+        ),
+    )
