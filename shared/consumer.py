@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared import retry as rules
+from shared.background import BackgroundLoop
 from shared.db import Database
 from shared.envelope import Envelope, MalformedEvent, from_kafka
 from shared.events import Command, ErrorInfo, Payload, TaskState
@@ -183,7 +184,7 @@ class ConsumedRecord:
 RawHandler = Callable[[ConsumedRecord], None]
 
 
-class ConsumerRuntime:
+class ConsumerRuntime(BackgroundLoop):
     """One consumer group's loop. `broadcast` runtimes read every partition from the start
     without a group (each process sees all records, e.g. revocations)."""
 
@@ -201,6 +202,8 @@ class ConsumerRuntime:
         options: RuntimeOptions | None = None,
         broadcast: bool = False,
     ) -> None:
+        super().__init__()
+        self.thread_name = f"consumer-{group}"
         self.service = service
         self.group = group
         self.names = names
@@ -215,8 +218,6 @@ class ConsumerRuntime:
         self._raw: dict[str, RawHandler] = {}
         self._bootstrap = bootstrap
         self._paused: dict[tuple[str, int], int] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.assigned = threading.Event()
         self.last_poll = 0.0
 
@@ -239,19 +240,6 @@ class ConsumerRuntime:
         return topics + list(self._raw)
 
     # --- lifecycle ----------------------------------------------------------------------
-    def start(self) -> ConsumerRuntime:
-        self._thread = threading.Thread(target=self.run, name=f"consumer-{self.group}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def healthy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def run(self) -> None:
         consumer = Consumer(self._consumer_config())
         try:

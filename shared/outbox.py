@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shared import metrics
+from shared.background import BackgroundLoop
 from shared.db import Database
 from shared.envelope import Envelope
 from shared.producer import DeliveryFailed, EventProducer, OutgoingRecord
@@ -55,7 +56,7 @@ class Outbox:
         self._wake.clear()
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundLoop):
     """Produces unsent outbox rows in id order and marks them sent."""
 
     def __init__(
@@ -68,6 +69,8 @@ class OutboxRelay:
         batch_size: int = 500,
         keep_sent: timedelta = timedelta(hours=24),
     ) -> None:
+        super().__init__()
+        self.thread_name = f"outbox-{service}"
         self.db = db
         self.outbox = outbox
         self.producer = producer
@@ -75,8 +78,6 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.keep_sent = keep_sent
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_purge = datetime.now(UTC)
 
     def relay_once(self) -> int:
@@ -131,16 +132,5 @@ class OutboxRelay:
                 self._stop.wait(1.0)
             self.outbox.wait(self.poll_interval)
 
-    def start(self) -> OutboxRelay:
-        self._thread = threading.Thread(target=self.run, name=f"outbox-{self.service}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+    def _wake(self) -> None:
         self.outbox.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def healthy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()

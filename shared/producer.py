@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,19 +74,9 @@ class EventProducer:
 
         with self._lock:
             for record in records:
-                while True:
-                    try:
-                        self._producer.produce(
-                            record.topic,
-                            key=record.key,
-                            value=record.value,
-                            headers=list[tuple[str, str | bytes | None]](record.headers),
-                            on_delivery=on_delivery,
-                        )
-                        pending += 1
-                        break
-                    except BufferError:
-                        self._producer.poll(0.1)  # local queue full: serve callbacks, try again
+                while not self._produce(record, on_delivery):
+                    self._producer.poll(0.1)  # local queue full: serve callbacks, try again
+                pending += 1
             remaining = self._producer.flush(timeout)
         if remaining or pending:
             raise DeliveryFailed(
@@ -106,19 +96,27 @@ class EventProducer:
 
         with self._lock:
             for record in records:
-                try:
-                    self._producer.produce(
-                        record.topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=list[tuple[str, str | bytes | None]](record.headers),
-                        on_delivery=on_delivery,
-                    )
-                except BufferError:
+                if not self._produce(record, on_delivery):
                     log.warning(
                         "producer queue full: dropped informational record to %s", record.topic
                     )
             self._producer.poll(0)
+
+    def _produce(
+        self, record: OutgoingRecord, on_delivery: Callable[[KafkaError | None, Message], None]
+    ) -> bool:
+        """Hand one record to librdkafka; False when its local queue is full."""
+        try:
+            self._producer.produce(
+                record.topic,
+                key=record.key,
+                value=record.value,
+                headers=list[tuple[str, str | bytes | None]](record.headers),
+                on_delivery=on_delivery,
+            )
+        except BufferError:
+            return False
+        return True
 
     def send(self, topic: str, envelope: Envelope, extra_headers: Headers | None = None) -> None:
         self.send_batch([OutgoingRecord.of(topic, envelope, extra_headers)])

@@ -8,7 +8,6 @@ schedule's newest slot: neither a restart nor a second, stale ticker fires a slo
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from services.ticker.firing import firing_events, plan
 from services.ticker.lease import LeaseLost, TickerLease
 from services.ticker.models import Firing, ScheduleState
 from shared import metrics
+from shared.background import BackgroundLoop
 from shared.db import Database
 from shared.logging import bind_event
 from shared.outbox import Outbox
@@ -44,7 +44,7 @@ class Fired:
     task_id: str
 
 
-class Ticker:
+class Ticker(BackgroundLoop):
     def __init__(
         self,
         db: Database,
@@ -56,6 +56,8 @@ class Ticker:
         interval: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        super().__init__()
+        self.thread_name = "ticker"
         self.db = db
         self.outbox = outbox
         self.schedules = schedules
@@ -65,8 +67,6 @@ class Ticker:
         self.clock = clock
         self.leading = False
         self._announced = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         now = self.now()
         for schedule in schedules.values():  # a schedule whose kwargs its task rejects: fail now
             try:
@@ -174,19 +174,6 @@ class Ticker:
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not release the lease (%s); it lapses on its own", exc)
         self._set_leading(False)
-
-    def start(self) -> Ticker:
-        self._thread = threading.Thread(target=self.run, name="ticker", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def healthy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
 
 def _advance(session: Session, schedule: str, slot: datetime, *, fired: bool = False) -> None:

@@ -23,26 +23,9 @@ from services.publisher.platforms.base import (
 )
 from services.publisher.platforms.meta import MetaAdsPlatform
 from shared.settings import PlatformSettings
+from tests.support.journal import MemoryJournal
 
 pytestmark = pytest.mark.integration
-
-
-class MemoryJournal:
-    def __init__(self, created: dict[str, str] | None = None, attempted: set[str] | None = None):
-        self.ids = dict(created or {})
-        self.attempted = set(attempted or set()) | set(self.ids)
-
-    def created_id(self, step: str) -> str | None:
-        return self.ids.get(step)
-
-    def was_attempted(self, step: str) -> bool:
-        return step in self.attempted
-
-    def mark_attempt(self, step: str) -> None:
-        self.attempted.add(step)
-
-    def record(self, step: str, external_id: str) -> None:
-        self.ids[step] = external_id
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,38 +26,11 @@ from services.sandbox.faults import FaultInjector, FaultRule
 from services.sandbox.google import start_google_server
 from services.sandbox.state import SandboxState
 from shared.settings import PlatformSettings
+from tests.support.journal import MemoryJournal, SimulatedCrash
 
 API_VERSION = "v26"
 CUSTOMER_ID = "1234567890"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class MemoryJournal:
-    """A StepJournal in memory; `crash_on_record` raises once instead of recording that step."""
-
-    ids: dict[str, str] = field(default_factory=dict)
-    attempted: set[str] = field(default_factory=set)
-    crash_on_record: str | None = None
-
-    def created_id(self, step: str) -> str | None:
-        return self.ids.get(step)
-
-    def was_attempted(self, step: str) -> bool:
-        return step in self.attempted
-
-    def mark_attempt(self, step: str) -> None:
-        self.attempted.add(step)
-
-    def record(self, step: str, external_id: str) -> None:
-        if step == self.crash_on_record:
-            self.crash_on_record = None
-            raise SimulatedCrash(step)
-        self.ids[step] = external_id
-
-
-class SimulatedCrash(Exception):
-    """The process died between the platform's answer and the journal write."""
 
 
 @dataclass

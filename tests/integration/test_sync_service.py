@@ -42,6 +42,7 @@ from shared.events import (
 from shared.service import ServiceKit, build_kit
 from shared.topics import TopicNames
 from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS, Sandbox
+from tests.support.journal import MemoryJournal
 from tests.support.kafka import EventCollector, read_events
 from tests.unit.test_sync_handlers import FakePlatform, snapshot
 
@@ -259,24 +260,6 @@ def test_a_permanent_platform_error_fails_the_sync_and_dead_letters_it(
 
 
 # --- against the ad-platform sandbox -------------------------------------------------------
-
-
-class MemoryJournal:
-    def __init__(self) -> None:
-        self.ids: dict[str, str] = {}
-        self.attempted: set[str] = set()
-
-    def created_id(self, step: str) -> str | None:
-        return self.ids.get(step)
-
-    def was_attempted(self, step: str) -> bool:
-        return step in self.attempted
-
-    def mark_attempt(self, step: str) -> None:
-        self.attempted.add(step)
-
-    def record(self, step: str, external_id: str) -> None:
-        self.ids[step] = external_id
 
 
 def spec(campaign_id: str) -> CampaignSpec:
