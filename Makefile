@@ -56,7 +56,7 @@ test-unit: setup ## Only the unit tests (no broker, no database)
 lint: setup ## ruff format --check, ruff check, mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services infra
+	$(VENV)/bin/mypy shared services infra bench tests
 
 format: setup ## Apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from infra import kafka_broker
 from infra.ports import free_port
 from infra.processes import ServiceProcess
+from shared.db import Database, tracking_tables
 from shared.topics import TopicNames, delete_topics, parse_tiers, provision_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,3 +168,34 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         yield Sandbox(graph_url, f"127.0.0.1:{google_port}", process)
     finally:
         process.stop()
+
+
+@pytest.fixture
+def service_settings(
+    kafka_bootstrap: str, names: TopicNames, database_url: str, tmp_path: Path
+) -> dict[str, Any]:
+    """Settings fields for building a service in-process on this test's topics and database."""
+    return {
+        "kafka_bootstrap": kafka_bootstrap,
+        "topic_prefix": names.prefix,
+        "topic_max_partitions": TEST_MAX_PARTITIONS,
+        "database_url": database_url,
+        "retry_tiers": TEST_TIERS,
+        "default_retry_delay": 1,
+        "data_dir": str(tmp_path / "data"),
+        "metrics_port": 0,
+        "log_json": False,
+    }
+
+
+@pytest.fixture
+def tracking_db(database_url: str) -> Iterator[Database]:
+    """A database schema holding only the shared tracking and outbox tables."""
+    database = Database(database_url, "tracked")
+    with database.engine.begin() as conn:
+        conn.execute(sa.text('CREATE SCHEMA IF NOT EXISTS "tracked"'))
+    metadata = sa.MetaData()
+    tracking_tables(metadata)
+    metadata.create_all(database.engine)
+    yield database
+    database.dispose()

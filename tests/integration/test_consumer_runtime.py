@@ -16,7 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from infra.waiting import wait_for
-from shared.consumer import ConsumerRuntime, HandlerContext, HandlerOutcome, RuntimeOptions
+from shared.consumer import (
+    ConsumedRecord,
+    ConsumerRuntime,
+    HandlerContext,
+    HandlerOutcome,
+    RuntimeOptions,
+)
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
 from shared.events import TaskOptions, TaskRevoked, TaskState, TrainingRequested
@@ -60,15 +66,8 @@ def fail_permanent(ctx: HandlerContext) -> None:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url, "runtime")
-    with database.engine.begin() as conn:
-        conn.execute(sa.text('CREATE SCHEMA IF NOT EXISTS "runtime"'))
-    metadata = sa.MetaData()
-    tracking_tables(metadata)
-    metadata.create_all(database.engine)
-    yield database
-    database.dispose()
+def db(tracking_db: Database) -> Database:
+    return tracking_db
 
 
 @pytest.fixture
@@ -206,7 +205,7 @@ def test_permanent_failure_is_dead_lettered_with_its_cause(
     seen = statuses(kafka_bootstrap, names, "task-bad", "FAILURE")
     assert seen[-1].error.message == "invalid parameter: budget"
     dead = read_topic(kafka_bootstrap, names.dlq("ml.training_requested"), 1)
-    headers = {k: v for k, v in dead[0].headers() or []}
+    headers = ConsumedRecord.of(dead[0]).header_map()
     assert headers["adflux-original-topic"] == names.topic("ml.training_requested").encode()
     assert headers["adflux-error-class"] == b"PermanentError"
     assert headers["adflux-reason"] == b"permanent"
@@ -290,19 +289,18 @@ def test_a_redelivered_event_runs_once_and_its_outputs_are_resent(
     send(producer, names, envelope)
     statuses(kafka_bootstrap, names, "task-twice", "SUCCESS")
     send(producer, names, envelope)  # the same event id again, as after a crash
-    wait_for(
-        lambda: (
-            sum(
-                1
-                for e in read_events(kafka_bootstrap, names.topic("task.status"), 10_000, 1)
+
+    def successes() -> int:
+        events = read_events(kafka_bootstrap, names.topic("task.status"), 10_000, 1)
+        return len(
+            [
+                e
+                for e in events
                 if e.subject == "task-twice" and e.payload().state is TaskState.SUCCESS  # type: ignore[attr-defined]
-            )
-            == 2
-        ),
-        30,
-        0.5,
-        "the stored SUCCESS to be re-sent",
-    )
+            ]
+        )
+
+    wait_for(lambda: successes() == 2, 30, 0.5, "the stored SUCCESS to be re-sent")
     assert len(handler.calls["twice"]) == 1
 
 

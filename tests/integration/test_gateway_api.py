@@ -12,6 +12,7 @@ import pytest
 import websockets
 
 from infra.waiting import wait_for
+from shared.consumer import ConsumedRecord
 from shared.envelope import new_event
 from shared.events import (
     CampaignPublished,
@@ -206,7 +207,7 @@ def test_websocket_streams_every_transition(
                 producer.send(
                     names.topic("task.status"), status_event("ws-task", state, error=error)
                 )
-            received = []
+            received: list[dict[str, Any]] = []
             while len(received) < 3:
                 received.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
             return received
@@ -230,7 +231,7 @@ def test_dead_letters_are_listed_and_replayed_with_attempts_reset(
     campaign_id = create_campaign(gateway)
     task_id = gateway.client.post(f"/campaigns/{campaign_id}/publish").json()["task_id"]
     [original] = read_topic(kafka_bootstrap, names.topic("campaign.publish_requested"), 1)
-    headers = [(k, v) for k, v in original.headers() or [] if k != "ce_attempt"] + [
+    headers = [(k, v) for k, v in ConsumedRecord.of(original).headers if k != "ce_attempt"] + [
         ("ce_attempt", b"4"),
         ("adflux-original-topic", names.topic("campaign.publish_requested").encode()),
         ("adflux-original-partition", str(original.partition()).encode()),

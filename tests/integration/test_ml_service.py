@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ from shared.events import (
 from shared.producer import EventProducer
 from shared.service import ServiceKit, build_kit
 from shared.topics import TopicNames
-from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS
 from tests.support.kafka import EventCollector
 from tests.unit.test_ml_segmentation import synthetic_profiles
 
@@ -39,20 +37,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def kit(
-    kafka_bootstrap: str, names: TopicNames, database_url: str, tmp_path: Path
+    service_settings: dict[str, Any],
 ) -> Iterator[ServiceKit]:
     """The service's clients on this test's topics (created and deleted by `names`)."""
-    settings = MlSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=names.prefix,
-        topic_max_partitions=TEST_MAX_PARTITIONS,
-        database_url=database_url,
-        retry_tiers=TEST_TIERS,
-        default_retry_delay=1,
-        data_dir=str(tmp_path / "data"),
-        metrics_port=0,
-        log_json=False,
-    )
+    settings = MlSettings(**service_settings)
     service_kit = build_kit("ml", settings, metadata)
     yield service_kit
     service_kit.producer.close()

@@ -3,7 +3,6 @@ crash are produced after it, and a relay that re-sends a row causes no second ef
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,15 +22,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url, "outboxtest")
-    with database.engine.begin() as conn:
-        conn.execute(sa.text('CREATE SCHEMA IF NOT EXISTS "outboxtest"'))
-    metadata = sa.MetaData()
-    tracking_tables(metadata)
-    metadata.create_all(database.engine)
-    yield database
-    database.dispose()
+def db(tracking_db: Database) -> Database:
+    return tracking_db
 
 
 def outbox_of(names: TopicNames) -> Outbox:

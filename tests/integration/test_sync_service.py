@@ -9,8 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import sqlalchemy as sa
@@ -41,7 +40,7 @@ from shared.events import (
 )
 from shared.service import ServiceKit, build_kit
 from shared.topics import TopicNames
-from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS, Sandbox
+from tests.conftest import Sandbox
 from tests.support.journal import MemoryJournal
 from tests.support.kafka import EventCollector, read_events
 from tests.unit.test_sync_handlers import FakePlatform, snapshot
@@ -53,19 +52,9 @@ PlatformName = Literal["meta", "google"]
 
 @pytest.fixture
 def settings(
-    kafka_bootstrap: str, names: TopicNames, database_url: str, tmp_path: Path
+    service_settings: dict[str, Any],
 ) -> SyncSettings:
-    return SyncSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=names.prefix,
-        topic_max_partitions=TEST_MAX_PARTITIONS,
-        database_url=database_url,
-        retry_tiers=TEST_TIERS,
-        default_retry_delay=1,
-        data_dir=str(tmp_path / "data"),
-        metrics_port=0,
-        log_json=False,
-    )
+    return SyncSettings(**service_settings)
 
 
 @pytest.fixture

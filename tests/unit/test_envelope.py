@@ -9,6 +9,7 @@ import pytest
 
 from shared.envelope import MalformedEvent, caused_by, from_kafka, new_event, to_kafka
 from shared.events import TaskState, TaskStatus, TrainingRequested
+from shared.producer import OutgoingRecord
 
 
 def status(task_id: str = "t-1") -> TaskStatus:
@@ -26,7 +27,8 @@ def test_binary_mode_round_trip_keeps_every_attribute() -> None:
     assert message.headers["ce_dataschema"] == b"schemas/task.status/v1.json"
     assert message.headers["ce_attempt"] == b"3"
     assert json.loads(message.value)["state"] == "STARTED"  # body is the bare JSON payload
-    decoded = from_kafka(message.key, message.value, list(message.headers.items()))
+    record = OutgoingRecord.of("topic", envelope)
+    decoded = from_kafka(record.key, record.value, record.headers)
     assert decoded == envelope
     assert decoded.payload() == status().model_copy(update={"at": decoded.payload().at})  # type: ignore[attr-defined]
 
@@ -74,10 +76,10 @@ def test_malformed_records_are_rejected_with_a_reason(
 
 def test_schema_violation_and_unknown_type_are_malformed() -> None:
     envelope = new_event(status(), source="ml", subject="t-1")
-    bad = to_kafka(envelope)
-    broken = json.loads(bad.value)
+    bad = OutgoingRecord.of("topic", envelope)
+    broken = json.loads(bad.value or b"")
     broken["state"] = "DANCING"
-    decoded = from_kafka(bad.key, json.dumps(broken).encode(), list(bad.headers.items()))
+    decoded = from_kafka(bad.key, json.dumps(broken).encode(), bad.headers)
     with pytest.raises(MalformedEvent, match="violates its schema"):
         decoded.payload()
     headers = dict(bad.headers) | {"ce_type": b"no.such.event"}
