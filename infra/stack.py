@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 # Start order: the sandbox first (the workers talk to it), the gateway last (`up` waits for it).
 SERVICES = ("sandbox", "publisher", "sync", "ml", "ticker", "gateway")
+# Health ports of the workers (DESIGN.md §2): `up` returns once each answers /readyz.
+WORKER_PORTS = {"publisher": 9101, "sync": 9102, "ml": 9103, "ticker": 9104}
 
 
 def _pid_file(service: str) -> Path:
@@ -92,9 +94,17 @@ def up(timeout: float) -> int:
         if service == "sandbox" and not _wait_http(f"{sandbox}/_sandbox/stats", timeout):
             print("sandbox did not start; see .run/sandbox.log", file=sys.stderr)
             return 1
-    if not _wait_http(f"{gateway}/readyz", timeout):
-        print("gateway is not ready; see .run/gateway.log", file=sys.stderr)
-        return 1
+    ready_urls = {"gateway": f"{gateway}/readyz"}
+    if "ADFLUX_METRICS_PORT" not in env:
+        ready_urls |= {
+            name: f"http://127.0.0.1:{port}/readyz"
+            for name, port in WORKER_PORTS.items()
+            if (ROOT / "services" / name / "__main__.py").exists()
+        }
+    for name, url in ready_urls.items():
+        if not _wait_http(url, timeout):
+            print(f"{name} is not ready; see .run/{name}.log", file=sys.stderr)
+            return 1
     print(f"AdFlux is up: API {gateway}/docs, monitor {gateway}/monitor")
     return 0
 

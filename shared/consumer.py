@@ -231,6 +231,10 @@ class ConsumerRuntime(BackgroundLoop):
         """Handle a topic's records undecoded (the gateway's dead-letter recorder)."""
         self._raw[physical_topic] = handler
 
+    def ready(self) -> bool:
+        """Running and holding partitions: records sent now will be handled."""
+        return self.healthy() and self.assigned.is_set()
+
     def topics(self) -> list[str]:
         topics = []
         for event_type in self._routes:

@@ -43,7 +43,7 @@ def main() -> None:
         kit,
         hub,
         [relay, runtime],
-        {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.healthy},
+        {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.ready},
     )
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
 

@@ -34,7 +34,7 @@ def compose(kit: ServiceKit, settings: MlSettings) -> MlService:
     )
     runtime.register("ml.segmentation_requested", assign_segments)
     components: list[Component] = [kit.revocation_listener(), runtime]
-    readiness: dict[str, ReadyCheck] = {"database": kit.db.ready, "consumer": runtime.healthy}
+    readiness: dict[str, ReadyCheck] = {"database": kit.db.ready, "consumer": runtime.ready}
     online = None
     if settings.ml_online_enabled:
         online = OnlineSegmentation(

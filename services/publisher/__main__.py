@@ -20,7 +20,7 @@ def main() -> None:
     serve(
         kit,
         [kit.revocation_listener(), runtime],
-        {"database": kit.db.ready, "consumer": runtime.healthy},
+        {"database": kit.db.ready, "consumer": runtime.ready},
         settings.metrics_port,
     )
 

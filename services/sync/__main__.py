@@ -43,7 +43,7 @@ def compose(
     return SyncService(
         runtime,
         [kit.revocation_listener(), runtime],
-        {"database": kit.db.ready, "consumer": runtime.healthy},
+        {"database": kit.db.ready, "consumer": runtime.ready},
     )
 
 
