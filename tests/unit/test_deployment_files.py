@@ -57,6 +57,32 @@ def test_prometheus_scrapes_every_service_on_its_design_port() -> None:
     assert {f"{name}:{port}" for name, port in WORKER_PORTS.items()} <= targets
 
 
+def exported_metric_names() -> set[str]:
+    from prometheus_client import REGISTRY
+
+    import shared.metrics  # noqa: F401  (registers the metrics)
+
+    return {metric.name for metric in REGISTRY.collect()}
+
+
+def test_alert_rules_are_loaded_and_only_name_exported_metrics() -> None:
+    import re
+
+    config = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    rules = yaml.safe_load((ROOT / "infra" / "prometheus" / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert exprs
+    used = {
+        n.removesuffix("_bucket").removesuffix("_total")
+        for expr in exprs
+        for n in re.findall(r"\b(adflux_[a-z_]+)", expr)
+    }
+    assert used and used <= exported_metric_names()
+    mounts = compose()["services"]["prometheus"]["volumes"]
+    assert any(m.startswith("./infra/prometheus/alerts.yml:") for m in mounts)
+
+
 def test_dashboard_queries_only_name_metrics_the_services_export() -> None:
     import json
     import re
