@@ -45,6 +45,20 @@ def test_migrations_create_the_models_tables_in_the_service_schema(
 
 
 @pytest.mark.parametrize("service", SERVICES)
+def test_migrations_downgrade_to_nothing_and_back(service: str, database_url: str) -> None:
+    from alembic import command
+
+    metadata: sa.MetaData = importlib.import_module(f"services.{service}.models").metadata
+    db = Database(database_url, service)
+    db.migrate()
+    command.downgrade(db._alembic_config(), "base")
+    assert set(metadata.tables).isdisjoint(sa.inspect(db.engine).get_table_names(schema=service))
+    db.migrate()
+    assert set(metadata.tables) <= set(sa.inspect(db.engine).get_table_names(schema=service))
+    db.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES)
 def test_embedded_sqlite_default_migrates(service: str, tmp_path: Path) -> None:
     metadata: sa.MetaData = importlib.import_module(f"services.{service}.models").metadata
     db = Database("", service, str(tmp_path))

@@ -1,0 +1,1 @@
+"""Alembic environment and the frozen migration helpers every service shares."""
