@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
 from fastapi import (
@@ -62,6 +62,17 @@ def outbox_of(request: Request) -> Outbox:
 
 DB = Annotated[Session, Depends(db_session, scope="function")]
 OutboxDep = Annotated[Outbox, Depends(outbox_of)]
+
+
+M = TypeVar("M")
+
+
+def get_or_404(session: Session, model: type[M], key: str, what: str, *, lock: bool = False) -> M:
+    """The row with this key, or a 404 naming what was not found."""
+    row = session.get(model, key, with_for_update=lock)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {key} not found")
+    return row
 
 
 def _options(body: TaskOptionsIn) -> Any:
@@ -135,9 +146,7 @@ def list_campaigns(
 
 @router.get("/campaigns/{campaign_id}", dependencies=[Depends(require("campaigns:read"))])
 def get_campaign(campaign_id: str, session: DB) -> CampaignOut:
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"campaign {campaign_id} not found")
+    campaign = get_or_404(session, Campaign, campaign_id, "campaign")
     return _campaign_out(campaign)
 
 
@@ -153,9 +162,7 @@ def publish_campaign(
     request: Request,
     body: PublishIn | None = None,
 ) -> dict[str, str]:
-    campaign = session.get(Campaign, campaign_id, with_for_update=True)
-    if campaign is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"campaign {campaign_id} not found")
+    campaign = get_or_404(session, Campaign, campaign_id, "campaign", lock=True)
     if campaign.status != "draft":
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -215,9 +222,7 @@ def list_tasks(
 
 @router.get("/tasks/{task_id}", dependencies=[Depends(require("tasks:read"))])
 def get_task(task_id: str, session: DB) -> TaskOut:
-    task = session.get(Task, task_id)
-    if task is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    task = get_or_404(session, Task, task_id, "task")
     return _task_out(task)
 
 
@@ -225,9 +230,7 @@ def get_task(task_id: str, session: DB) -> TaskOut:
     "/tasks/{task_id}/revoke", status_code=202, dependencies=[Depends(require("tasks:write"))]
 )
 def revoke_task(task_id: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
-    task = session.get(Task, task_id, with_for_update=True)
-    if task is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    task = get_or_404(session, Task, task_id, "task", lock=True)
     if TaskState(task.state) in FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task is already {task.state}")
     now = datetime.now(UTC)
@@ -297,9 +300,7 @@ def list_dead_letters(
     dependencies=[Depends(require("dlq:write"))],
 )
 def replay(dead_letter_id: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, Any]:
-    dead = session.get(DeadLetter, dead_letter_id, with_for_update=True)
-    if dead is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dead letter {dead_letter_id} not found")
+    dead = get_or_404(session, DeadLetter, dead_letter_id, "dead letter", lock=True)
     replay_dead_letter(session, outbox, dead)
     request.state.notify_outbox = True
     return {"id": dead.id, "replayed_to": dead.original_topic, "task_id": dead.task_id}
