@@ -593,7 +593,7 @@ class ConsumerRuntime(BackgroundLoop):
         )
         error = ErrorInfo(
             error_class=type(exc).__name__,
-            message=rules.truncate(str(exc) or type(exc).__name__),
+            message=rules.error_text(exc),
             code=_str_or_none(getattr(exc, "code", None)),
             subcode=_str_or_none(getattr(exc, "subcode", None)),
             transient=decision.transient,
@@ -669,7 +669,7 @@ class ConsumerRuntime(BackgroundLoop):
         if exc is not None:
             kept += [
                 (rules.H_ERROR_CLASS, type(exc).__name__.encode()),
-                (rules.H_ERROR_MESSAGE, rules.truncate(str(exc)).encode()),
+                (rules.H_ERROR_MESSAGE, rules.error_text(exc).encode()),
             ]
         return kept
 

@@ -139,5 +139,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def error_text(exc: BaseException) -> str:
+    """The one text of an error that may leave the process (status, headers, read model)."""
+    return truncate(str(exc) or type(exc).__name__)
+
+
 def truncate(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
