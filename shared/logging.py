@@ -1,4 +1,5 @@
-"""Logging set-up: JSON lines carrying the task and correlation ids of the event in hand."""
+"""Logging set-up: JSON lines carrying the task and correlation ids of the event in hand,
+every line redacted of secrets (shared.redaction) whichever library wrote it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from shared.redaction import redact
 
 if TYPE_CHECKING:
     from shared.envelope import Envelope
@@ -37,6 +40,22 @@ def bind_event(envelope: Envelope) -> Iterator[None]:
         _event_id.reset(tokens[2])
 
 
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message and traceback without secrets, before any formatter
+    sees it (an SDK's exception text may carry a token in a request URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -60,13 +79,16 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value:
                 entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(self.formatException(record.exc_info))
+        if record.exc_text:
+            entry["exc"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
 def configure_logging(service: str, level: str = "INFO", as_json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
     if as_json:
         handler.setFormatter(JsonFormatter(service))
     else:

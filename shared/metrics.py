@@ -44,6 +44,11 @@ RETRY_LATENESS = Histogram(
 TASKS = Counter("adflux_tasks_total", "Task transitions emitted.", ["service", "task", "state"])
 OUTBOX_SENT = Counter("adflux_outbox_sent_total", "Outbox rows produced by the relay.", ["service"])
 OUTBOX_PENDING = Gauge("adflux_outbox_pending", "Outbox rows not yet produced.", ["service"])
+OUTBOX_REFUSED = Counter(
+    "adflux_outbox_refused_total",
+    "Outbox rows the broker refused for good, set aside with their reason.",
+    ["service"],
+)
 PLATFORM_CALLS = Histogram(
     "adflux_platform_call_seconds",
     "Ad-platform calls by platform, operation and outcome.",
@@ -60,6 +65,7 @@ class HealthServer:
     """Serves /metrics, /healthz (process alive) and /readyz (every check passes)."""
 
     def __init__(self, host: str, port: int, checks: dict[str, ReadyCheck]) -> None:
+        """Listens on `host` (settings.bind_address: loopback unless deployed in a container)."""
         checks_ref = checks
 
         class _Handler(BaseHTTPRequestHandler):

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.redaction import redact
 from shared.topics import DelayTier
 
 # Header names (one vocabulary for tiers, the DLQ and replays).
@@ -140,8 +141,9 @@ def now_ms() -> int:
 
 
 def error_text(exc: BaseException) -> str:
-    """The one text of an error that may leave the process (status, headers, read model)."""
-    return truncate(str(exc) or type(exc).__name__)
+    """The one text of an error that may leave the process (status, headers, read model):
+    secrets redacted (before truncating, so that no secret is cut in half and kept)."""
+    return truncate(redact(str(exc) or type(exc).__name__))
 
 
 def truncate(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:

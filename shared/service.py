@@ -113,7 +113,11 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    health = HealthServer("0.0.0.0", health_port, readiness).start() if health_port else None
+    health = (
+        HealthServer(kit.settings.bind_address, health_port, readiness).start()
+        if health_port
+        else None
+    )
     for component in components:
         component.start()
     log.info("%s running", kit.service)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from shared.redaction import register_secrets
 
 
 class ServiceSettings(BaseSettings):
@@ -15,6 +19,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADFLUX_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Address every server of the process listens on (the gateway's HTTP API, a worker's
+    # /metrics, /healthz and /readyz): loopback unless a container file says 0.0.0.0.
+    bind_address: str = "127.0.0.1"
     # Prepended to every topic and consumer group name; tests give each run its own.
     topic_prefix: str = ""
     # Caps every topic's partitions (0: as declared in shared/topics.py).
@@ -32,6 +39,29 @@ class ServiceSettings(BaseSettings):
     default_retry_delay: float = 60.0
     default_time_limit: float = 3600.0
     schedules_file: str = "config/schedules.yaml"
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Every secret this process knows is redacted from whatever text leaves it.
+        register_secrets(secret_values(self))
+
+
+def secret_values(settings: BaseSettings) -> list[str]:
+    """The values of a settings object that must never leave the process: every `SecretStr`
+    field, and the password of the database URL."""
+    values = [
+        value.get_secret_value()
+        for name in type(settings).model_fields
+        if isinstance(value := getattr(settings, name), SecretStr)
+    ]
+    url = getattr(settings, "database_url", "")
+    if url:
+        try:
+            password = make_url(url).password
+        except ArgumentError:
+            password = None
+        if password:
+            values.append(str(password))
+    return values
 
 
 class PlatformSettings(ServiceSettings):
