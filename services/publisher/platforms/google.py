@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import grpc
 
@@ -293,10 +293,11 @@ def _credentials(settings: PlatformSettings) -> Any:
 
 
 def _sandbox_channel(client: Any, settings: PlatformSettings) -> grpc.Channel:
-    """A plaintext channel to the local sandbox, intercepted as `get_service()` does.
+    """A plaintext channel to the sandbox, intercepted as `get_service()` does.
 
-    `GoogleAdsClient` always opens TLS, and `grpc.insecure_channel` drops call credentials,
-    so the bearer token rides on local (loopback-only) channel credentials instead.
+    `GoogleAdsClient` always opens TLS, and a plaintext channel carries no call credentials
+    (local channel credentials would, but refuse any non-loopback host such as compose's
+    `sandbox:8011`), so an interceptor adds the bearer token to each call's metadata.
     """
     from google.ads.googleads.client import _GRPC_CHANNEL_OPTIONS
     from google.ads.googleads.interceptors import (
@@ -306,15 +307,10 @@ def _sandbox_channel(client: Any, settings: PlatformSettings) -> grpc.Channel:
     )
 
     version = settings.google_ads_api_version
-    credentials = grpc.composite_channel_credentials(
-        grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
-        grpc.access_token_call_credentials(settings.google_ads_oauth_token.get_secret_value()),
-    )
-    channel = grpc.secure_channel(
-        settings.google_ads_endpoint, credentials, options=_GRPC_CHANNEL_OPTIONS
-    )
+    channel = grpc.insecure_channel(settings.google_ads_endpoint, options=_GRPC_CHANNEL_OPTIONS)
     return grpc.intercept_channel(
         channel,
+        _BearerToken(settings.google_ads_oauth_token.get_secret_value()),
         MetadataInterceptor(
             client.developer_token, client.login_customer_id, client.linked_customer_id
         ),
@@ -323,6 +319,44 @@ def _sandbox_channel(client: Any, settings: PlatformSettings) -> grpc.Channel:
         ),
         ExceptionInterceptor(version, use_proto_plus=True),
     )
+
+
+class _CallDetails(NamedTuple):
+    """`grpc.ClientCallDetails` with more metadata (gRPC reads these attributes only)."""
+
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str | bytes]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Sends `authorization: Bearer <token>` with every call on a plaintext channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._header],
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
 
 
 def _service_on(channel: grpc.Channel, name: str, version: str) -> Any:
