@@ -26,6 +26,10 @@ class ServiceSettings(BaseSettings):
     topic_prefix: str = ""
     # Caps every topic's partitions (0: as declared in shared/topics.py).
     topic_max_partitions: int = 0
+    # Replicas of every topic and the in-sync replicas a write needs: 1/1 on one broker, 3/2 on
+    # a three-broker cluster (`make kafka BROKERS=3`, compose's cluster profile).
+    topic_replication_factor: int = 1
+    topic_min_insync_replicas: int = 1
     # SQLAlchemy URL. Empty: an SQLite file per service under `data_dir` (embedded default).
     database_url: str = ""
     data_dir: str = ".run/data"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -125,36 +126,63 @@ class TopicNames:
         return specs
 
 
-def provision_topics(bootstrap: str, names: TopicNames, timeout: float = 60.0) -> list[str]:
+def provision_topics(
+    bootstrap: str,
+    names: TopicNames,
+    timeout: float = 60.0,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+) -> list[str]:
     """Create every missing topic; returns the names created. Existing ones are left alone.
-    Waits up to `timeout` for the broker, so services may start before it."""
+    Replication defaults to the `topic_replication_factor` / `topic_min_insync_replicas`
+    settings. Waits up to `timeout` for the broker, and for enough brokers to hold the
+    replicas (a cluster's brokers register one by one), so services may start before it."""
+    from shared.settings import ServiceSettings, get_settings  # settings import this module
+
+    settings = get_settings(ServiceSettings)
+    replicas = replication_factor or settings.topic_replication_factor
+    min_isr = min_insync_replicas or settings.topic_min_insync_replicas
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
+    created: list[str] = []
     while True:
         try:
             existing = set(admin.list_topics(timeout=5).topics)
+            wanted = [
+                NewTopic(
+                    name,
+                    num_partitions=spec.partitions,
+                    replication_factor=replicas,
+                    config={**spec.config(), "min.insync.replicas": str(min_isr)},
+                )
+                for name, spec in names.all_specs()
+                if name not in existing
+            ]
+            if wanted:
+                futures = admin.create_topics(wanted, operation_timeout=timeout)
+                created += _created(futures, timeout)
             break
-        except KafkaException:
+        except KafkaException as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("broker %s not reachable yet; retrying", bootstrap)
+            log.warning("topics on %s not provisioned yet (%s); retrying", bootstrap, exc)
             time.sleep(1.0)
-    wanted = [
-        NewTopic(name, num_partitions=spec.partitions, replication_factor=1, config=spec.config())
-        for name, spec in names.all_specs()
-        if name not in existing
-    ]
-    if not wanted:
-        return []
+    if created:
+        log.info("created %d topics", len(created))
+    return created
+
+
+def _created(futures: dict[str, Any], timeout: float) -> list[str]:
+    """Names whose creation succeeded; one another process created first counts as done.
+    Raises the first other error (e.g. fewer live brokers than replicas: the caller retries)."""
     created = []
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+    for name, future in futures.items():
         try:
             future.result(timeout)
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process raced us
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
-    log.info("created %d topics", len(created))
     return created
 
 
