@@ -1,0 +1,136 @@
+"""Runs the baseline for one benchmark: Debian's redis-server on a free loopback port (no
+persistence), a Celery worker and the FastAPI front, each as a process of its own; stops them
+(and the worker's pool children) on exit."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from infra.ports import free_port
+from infra.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUES = "default,high_priority,low_priority"
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """How the Celery worker runs; said beside the numbers."""
+
+    pool: str
+    concurrency: int
+
+    def describe(self) -> str:
+        return (
+            f"Celery worker: --pool {self.pool} --concurrency {self.concurrency}, queues {QUEUES}"
+            " (the seed's config implies the default prefork pool: worker_max_tasks_per_child;"
+            f" concurrency {self.concurrency} = the AdFlux worker's default lanes, where the"
+            " seed's CLI default was 4; BENCH_CELERY_POOL / BENCH_CELERY_CONCURRENCY change it)"
+        )
+
+
+def worker_shape() -> WorkerShape:
+    return WorkerShape(
+        pool=os.environ.get("BENCH_CELERY_POOL", "prefork"),
+        concurrency=int(os.environ.get("BENCH_CELERY_CONCURRENCY", "16")),
+    )
+
+
+class _Process:
+    """A child in its own session, so that stopping it stops its children too."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # pool children the worker left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _redis_server() -> str:
+    script = ROOT / "infra" / "redis.sh"
+    found = subprocess.run([str(script)], check=True, capture_output=True, text=True)
+    return found.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def running(shape: WorkerShape) -> Iterator[str]:
+    """Redis, worker and front up; yields the front's base URL."""
+    workdir = Path(tempfile.mkdtemp(prefix="adflux-bench-celery-"))
+    campaigns = workdir / "campaigns.db"
+    with sqlite3.connect(campaigns) as conn:
+        conn.execute("CREATE TABLE campaigns (id TEXT, platform TEXT, external_id TEXT)")
+    redis_port, http_port = free_port(), free_port()
+    env = {
+        "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "BENCH_CAMPAIGNS_DB": str(campaigns),
+    }
+    redis_argv = [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1"]
+    redis_argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    processes: list[_Process] = []
+    finished = False
+    try:
+        processes.append(_Process("redis", redis_argv, env, workdir))
+        celery_argv = [sys.executable, "-m", "celery", "-A", "bench.celery_baseline.app:celery"]
+        celery_argv += ["worker", "--pool", shape.pool, "--concurrency", str(shape.concurrency)]
+        celery_argv += ["--queues", QUEUES, "--loglevel", "WARNING"]
+        celery_argv += ["--hostname", f"bench{redis_port}@%h"]
+        processes.append(_Process("celery-worker", celery_argv, env, workdir))
+        front_argv = [sys.executable, "-m", "uvicorn", "bench.celery_baseline.front:app"]
+        front_argv += ["--host", "127.0.0.1", "--port", str(http_port), "--log-level", "warning"]
+        processes.append(_Process("front", front_argv, env, workdir))
+        base = f"http://127.0.0.1:{http_port}"
+
+        def front_answers() -> bool:
+            for process in processes:
+                process.check_alive()
+            try:
+                return httpx.get(f"{base}/tasks/probe", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(front_answers, 60, 0.2, "the Celery baseline's front")
+        yield base
+        finished = True
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        if finished:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"  (logs of the failed run kept in {workdir})")
