@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup kafka-jars kafka kafka-stop postgres up down status test test-unit test-chaos lint format schemas bench migration clean
+.PHONY: container-tools images compose-up compose-down observe observe-stop
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,13 +43,16 @@ down: ## Stop what `make up` started (by PID, the broker only if `up` started it
 status: ## Show which processes of `make up` are running
 	$(PY) -m infra.stack status
 
-test: setup ## Set up, start broker and database, run the whole test suite
+test: setup container-tools ## Set up, start broker and database, run the whole test suite
 	@set -o pipefail; \
 	started=$$($(PY) -m infra.kafka_broker start --fresh --port $(KAFKA_PORT) | tee /dev/stderr | grep -c started || true); \
 	export ADFLUX_TEST_DATABASE_URL="$${ADFLUX_TEST_DATABASE_URL:-$$(infra/postgres.sh)}"; \
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ "$$started" = "1" ]; then $(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT); fi; \
 	exit $$rc
+
+container-tools: ## Install podman, mmdebstrap and Prometheus (promtool) from Debian when absent
+	infra/podman.sh
 
 test-unit: setup ## Only the unit tests (no broker, no database)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
