@@ -4,17 +4,14 @@ SUCCESS for every one of them."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from decimal import Decimal
 from typing import Literal
 
-from confluent_kafka import Consumer
-
 from bench import adflux_stack
 from bench.report import Figure, Section
+from bench.status_watch import StatusWatch
 from shared.envelope import Envelope, new_event
 from shared.events import JobOpening, PublishRequested
 from shared.producer import EventProducer
@@ -44,67 +41,28 @@ def _command(index: int) -> Envelope:
     return new_event(command, source="bench", subject=campaign_id, taskid=str(uuid.uuid4()))
 
 
-class SuccessWatch:
-    """Reads `task.status` from the start and notes when each task's SUCCESS arrives."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.succeeded: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-watch-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self._consumer.subscribe([topic])
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            msg = self._consumer.poll(0.05)
-            raw = msg.value() if msg is not None and not msg.error() else None
-            if raw is None:
-                continue
-            status = json.loads(raw)
-            if status.get("state") == "SUCCESS":
-                with self._lock:
-                    self.succeeded.setdefault(str(status["task_id"]), time.perf_counter())
-
-    def wait_all(self, task_ids: list[str], timeout: float) -> float:
-        """perf_counter time of the last SUCCESS among `task_ids`; raises after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                times = [self.succeeded.get(t) for t in task_ids]
-            if all(t is not None for t in times):
-                return max(t for t in times if t is not None)
-            time.sleep(0.05)
-        missing = sum(1 for t in task_ids if t not in self.succeeded)
-        raise TimeoutError(f"{missing} of {len(task_ids)} publishes not SUCCESS in {timeout} s")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._consumer.close()
-
-
 def run(bootstrap: str, database_url: str) -> Section:
     with adflux_stack.running(("sandbox", "publisher"), bootstrap, database_url) as stack:
         topic = f"{stack.prefix}campaign.publish_requested"
         producer = EventProducer(bootstrap, "bench")
-        watch = SuccessWatch(bootstrap, f"{stack.prefix}task.status")
+        watch = StatusWatch(bootstrap, f"{stack.prefix}task.status")
+
+        def succeeded(task_id: str) -> bool:
+            return watch.first(task_id, "SUCCESS") is not None
+
         try:
             warm = [_command(i) for i in range(WARMUP)]
             producer.send_envelopes([(topic, e) for e in warm])
-            watch.wait_all([str(e.taskid) for e in warm], 120)
+            if watch.wait([str(e.taskid) for e in warm], succeeded, 120):
+                raise TimeoutError("warm-up publishes did not succeed within 120 s")
             commands = [_command(i) for i in range(PUBLISHES)]
+            task_ids = [str(e.taskid) for e in commands]
             started = time.perf_counter()
             producer.send_envelopes([(topic, e) for e in commands])
-            finished = watch.wait_all([str(e.taskid) for e in commands], TIMEOUT)
+            missing = watch.wait(task_ids, succeeded, TIMEOUT)
+            if missing:
+                raise TimeoutError(f"{missing} of {PUBLISHES} publishes not SUCCESS in {TIMEOUT} s")
+            finished = max(seen[0] for t in task_ids if (seen := watch.first(t, "SUCCESS")))
         finally:
             watch.close()
             producer.close()
