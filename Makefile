@@ -69,9 +69,11 @@ format: setup ## Apply ruff's formatting and fixes
 schemas: setup ## Regenerate schemas/ and asyncapi.yaml from the event models
 	$(PY) -m shared.contracts write
 
-bench: setup ## Benchmarks: publish round trip, retry due-time accuracy
+bench: setup ## Benchmarks of issue #7 beside their targets (BENCH=side_by_side,... runs some)
+	@$(PY) -c "import celery, redis" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	@infra/redis.sh >/dev/null
 	@started=$$($(PY) -m infra.kafka_broker start --port $(KAFKA_PORT) | grep -c started || true); \
-	$(PY) -m bench; rc=$$?; \
+	$(PY) -m bench $(BENCH_ARGS); rc=$$?; \
 	if [ "$$started" = "1" ]; then $(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT); fi; exit $$rc
 
 migration: setup ## New Alembic migration: make migration SERVICE=gateway MSG="add x"
