@@ -35,6 +35,12 @@ DEAD_LETTERS = Counter(
 PAUSED_PARTITIONS = Gauge(
     "adflux_paused_partitions", "Tier partitions paused until their head is due.", ["service"]
 )
+IN_FLIGHT = Gauge(
+    "adflux_in_flight", "Records handed to lanes and not yet finished.", ["service", "group"]
+)
+HELD_RECORDS = Gauge(
+    "adflux_held_records", "Tier records held in memory until their due time.", ["service"]
+)
 RETRY_LATENESS = Histogram(
     "adflux_retry_lateness_seconds",
     "How late a tier record was handled after its due time.",

@@ -1,5 +1,5 @@
 """The one retry mechanism's rules: error classification, backoff, delay-tier choice and the
-headers carried by retried and dead-lettered records (DESIGN.md §5).
+headers carried by retried and dead-lettered records (docs/guarantees.md).
 
 The consumer runtime applies these rules; this module holds no Kafka client, so it is
 tested as pure logic.
@@ -70,7 +70,7 @@ class Decision:
 
     disposition: Disposition
     tier: DelayTier | None = None
-    delay: float = 0.0
+    delay: float = 0.0  # seconds from the failure to the retry's due time
     transient: bool = False
 
 
@@ -108,11 +108,21 @@ def backoff_delay(
 
 
 def choose_tier(tiers: tuple[DelayTier, ...], wanted: float) -> DelayTier:
-    """The smallest tier whose delay is >= `wanted`; the largest when none is."""
+    """The largest tier whose delay is <= `wanted` (the smallest when none is): every record
+    of a tier is due within `hold_window` of the others, so none waits behind another."""
+    chosen = tiers[0]
     for tier in tiers:
-        if tier.delay >= wanted:
-            return tier
-    return tiers[-1]
+        if tier.delay <= wanted:
+            chosen = tier
+    return chosen
+
+
+def hold_window(tiers: tuple[DelayTier, ...], tier: DelayTier) -> float:
+    """How far ahead of its due time a tier consumer may hold a record in memory: the gap to
+    the next tier (records of one tier differ in wanted delay by less than that), so reading a
+    tier partition again at `due - window` never finds a later record already overdue."""
+    later = [t.delay for t in tiers if t.delay > tier.delay]
+    return (min(later) - tier.delay) if later else max(tier.delay, 1.0)
 
 
 def decide(
@@ -132,8 +142,9 @@ def decide(
     platform_wait = retry_after_of(exc)
     if platform_wait is not None:
         wanted = max(wanted, platform_wait)
-    tier = choose_tier(tiers, wanted)
-    return Decision(Disposition.RETRY, tier=tier, delay=tier.delay, transient=True)
+    return Decision(
+        Disposition.RETRY, tier=choose_tier(tiers, wanted), delay=wanted, transient=True
+    )
 
 
 def now_ms() -> int:

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
 
-from shared.consumer import ConsumerRuntime, RuntimeOptions
 from shared.db import Database, tracking_tables
+from shared.events import TaskRevoked
 from shared.logging import configure_logging
 from shared.metrics import HealthServer, ReadyCheck
 from shared.outbox import Outbox, OutboxRelay
 from shared.producer import EventProducer
+from shared.runtime import ConsumerRuntime, RuntimeOptions
 from shared.settings import ServiceSettings
 from shared.tasks import RevocationRegistry
 from shared.topics import TopicNames, parse_tiers, provision_topics
@@ -29,6 +32,8 @@ class Component(Protocol):
     def start(self) -> object: ...
 
     def stop(self, timeout: float = ...) -> None: ...
+
+    def healthy(self) -> bool: ...
 
 
 @dataclass
@@ -44,27 +49,34 @@ class ServiceKit:
     outbox: Outbox
     revocations: RevocationRegistry = field(default_factory=RevocationRegistry)
 
+    def runtime_options(self) -> RuntimeOptions:
+        s = self.settings
+        return RuntimeOptions(
+            default_max_retries=s.default_max_retries,
+            default_retry_delay=s.default_retry_delay,
+            default_time_limit=s.default_time_limit,
+            lanes=s.lanes,
+            max_in_flight=s.max_in_flight,
+            processed_retention=timedelta(days=s.processed_retention_days),
+        )
+
     def runtime(self, group: str | None = None) -> ConsumerRuntime:
         """A consumer runtime for this service's group (or a named one)."""
-        s = self.settings
         return ConsumerRuntime(
             service=self.service,
             group=self.names.group(group or self.service),
-            bootstrap=s.kafka_bootstrap,
+            bootstrap=self.settings.kafka_bootstrap,
             names=self.names,
             producer=self.producer,
             db=self.db,
             processed_table=self.processed,
             revocations=self.revocations,
-            options=RuntimeOptions(
-                default_max_retries=s.default_max_retries,
-                default_retry_delay=s.default_retry_delay,
-                default_time_limit=s.default_time_limit,
-            ),
+            options=self.runtime_options(),
         )
 
     def revocation_listener(self) -> ConsumerRuntime:
-        """Reads every revocation into `self.revocations` (each process sees all of them)."""
+        """Reads every revocation into `self.revocations` (each process sees all of them);
+        command runtimes start once it has caught up."""
         listener = ConsumerRuntime(
             service=self.service,
             group=self.names.group(f"{self.service}.revocations"),
@@ -72,8 +84,9 @@ class ServiceKit:
             names=self.names,
             producer=self.producer,
             broadcast=True,
+            on_caught_up=self.revocations.caught_up.set,
         )
-        listener.register("task.revoked", self.revocations.handle)
+        listener.register(TaskRevoked, self.revocations.handle)
         return listener
 
     def relay(self) -> OutboxRelay:
@@ -121,7 +134,7 @@ def serve(
     for component in components:
         component.start()
     log.info("%s running", kit.service)
-    stop.wait()
+    dead = supervise(components, stop)
     log.info("%s stopping", kit.service)
     for component in reversed(components):
         component.stop()
@@ -129,3 +142,16 @@ def serve(
     if health is not None:
         health.stop()
     kit.db.dispose()
+    if dead:
+        # A process that lost a part must not live on doing nothing: its supervisor restarts it.
+        sys.exit(f"{kit.service}: {', '.join(dead)} stopped unexpectedly")
+
+
+def supervise(components: list[Component], stop: threading.Event) -> list[str]:
+    """Wait for `stop`; return the names of components that died before it was set."""
+    while not stop.wait(1.0):
+        dead = [type(c).__name__ for c in components if not c.healthy()]
+        if dead:
+            log.error("components stopped unexpectedly: %s", ", ".join(dead))
+            return dead
+    return []

@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, TypeVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from shared.redaction import register_secrets
+from shared.topics import DEFAULT_TIERS
 
 
 class ServiceSettings(BaseSettings):
@@ -37,11 +38,16 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     # Port of /metrics, /healthz and /readyz (each service sets its own default).
     metrics_port: int = 0
-    # Retry tiers as "<name>:<seconds>" (DESIGN.md §5); tests use seconds.
-    retry_tiers: str = "1m:60,5m:300,30m:1800"
+    # Retry tiers as "<name>:<seconds>" (docs/guarantees.md); tests use seconds.
+    retry_tiers: str = DEFAULT_TIERS
     default_max_retries: int = 3
     default_retry_delay: float = 60.0
     default_time_limit: float = 3600.0
+    # Worker runtime: concurrent lanes (same key, same lane) and records in flight at most.
+    lanes: int = Field(default=16, ge=1, le=1024)
+    max_in_flight: int = Field(default=512, ge=1)
+    # How long a handled event's tracking row (its dedupe key and outputs) is kept.
+    processed_retention_days: float = Field(default=7.0, gt=0)
     schedules_file: str = "config/schedules.yaml"
 
     def model_post_init(self, context: Any, /) -> None:

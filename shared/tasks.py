@@ -9,15 +9,14 @@ from typing import Any
 
 from shared.envelope import Envelope, new_event
 from shared.events import ErrorInfo, TaskRevoked, TaskState, TaskStatus
-from shared.producer import EventProducer, OutgoingRecord
+from shared.producer import OutgoingRecord
 from shared.topics import TopicNames
 
 
 class TaskStatusReporter:
-    """Builds `task.status` events (keyed by task id) and sends them."""
+    """Builds `task.status` records (keyed by task id)."""
 
-    def __init__(self, producer: EventProducer, names: TopicNames, source: str) -> None:
-        self._producer = producer
+    def __init__(self, names: TopicNames, source: str) -> None:
         self._names = names
         self._source = source
 
@@ -56,9 +55,6 @@ class TaskStatusReporter:
             attempt=attempt,
         )
         return OutgoingRecord.of(self._names.topic("task.status"), envelope)
-
-    def send(self, task_id: str, name: str, state: TaskState, **fields: Any) -> None:
-        self._producer.send_batch([self.record(task_id, name, state, **fields)])
 
 
 class RevocationRegistry:

@@ -15,6 +15,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+# Delay tiers from 1 s to 1 h: a retry, countdown or ETA is due at its own time, never a tier's.
+DEFAULT_TIERS = "1s:1,5s:5,15s:15,1m:60,5m:300,15m:900,1h:3600"
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,7 @@ class TopicNames:
     """Physical topic names under a prefix (tests give each run its own)."""
 
     prefix: str = ""
-    tiers: tuple[DelayTier, ...] = field(
-        default_factory=lambda: parse_tiers("1m:60,5m:300,30m:1800")
-    )
+    tiers: tuple[DelayTier, ...] = field(default_factory=lambda: parse_tiers(DEFAULT_TIERS))
     # Caps every topic's partitions (0: as declared); tests use small topics.
     max_partitions: int = 0
 

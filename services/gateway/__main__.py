@@ -15,6 +15,15 @@ from services.gateway.projections import (
     TaskProjection,
 )
 from services.gateway.settings import GatewaySettings
+from shared.events import (
+    CampaignMetricsUpdated,
+    CampaignPublished,
+    CampaignPublishFailed,
+    CampaignStatusChanged,
+    CandidateSegmented,
+    ModelTrained,
+    TaskStatus,
+)
 from shared.service import build_kit
 from shared.settings import get_settings
 from shared.topics import TOPICS
@@ -25,14 +34,14 @@ def main() -> None:
     kit = build_kit("gateway", settings, metadata)
     hub = TaskUpdateHub()
     runtime = kit.runtime("gateway.read-model")
-    runtime.register("task.status", TaskProjection(hub))
+    runtime.register(TaskStatus, TaskProjection(hub))
     campaigns, segments = CampaignProjection(), SegmentProjection()
-    runtime.register("campaign.published", campaigns.published)
-    runtime.register("campaign.publish_failed", campaigns.publish_failed)
-    runtime.register("campaign.status_changed", campaigns.status_changed)
-    runtime.register("campaign.metrics_updated", campaigns.metrics_updated)
-    runtime.register("ml.model_trained", segments.model_trained)
-    runtime.register("candidate.segmented", segments.segmented)
+    runtime.register(CampaignPublished, campaigns.published)
+    runtime.register(CampaignPublishFailed, campaigns.publish_failed)
+    runtime.register(CampaignStatusChanged, campaigns.status_changed)
+    runtime.register(CampaignMetricsUpdated, campaigns.metrics_updated)
+    runtime.register(ModelTrained, segments.model_trained)
+    runtime.register(CandidateSegmented, segments.segmented)
     recorder = DeadLetterRecorder(kit.db, kit.names.logical)
     for spec in TOPICS:
         if spec.consumed:

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from services.gateway.live import TaskUpdateHub
 from services.gateway.models import Campaign, CandidateSegment, DeadLetter, SegmentationModel, Task
 from shared import retry as rules
-from shared.consumer import ConsumedRecord, HandlerContext
 from shared.db import Database
 from shared.envelope import Envelope, MalformedEvent, from_kafka
 from shared.events import (
@@ -29,6 +28,7 @@ from shared.events import (
     TaskState,
     TaskStatus,
 )
+from shared.runtime import ConsumedRecord, HandlerContext
 
 HISTORY_LIMIT = 100
 

@@ -9,8 +9,9 @@ from services.ml.handlers import TrainModel, assign_segments, store_candidate
 from services.ml.models import metadata
 from services.ml.settings import MlSettings
 from services.ml.stream import OnlineAssigner, OnlineSegmentation
-from shared.consumer import ConsumerRuntime
+from shared.events import CandidateUpserted, SegmentationRequested, TrainingRequested
 from shared.metrics import ReadyCheck
+from shared.runtime import ConsumerRuntime
 from shared.service import Component, ServiceKit, build_kit, serve
 from shared.settings import get_settings
 
@@ -27,12 +28,12 @@ class MlService:
 
 def compose(kit: ServiceKit, settings: MlSettings) -> MlService:
     runtime = kit.runtime()
-    runtime.register("candidate.upserted", store_candidate)
+    runtime.register(CandidateUpserted, store_candidate)
     runtime.register(
-        "ml.training_requested",
+        TrainingRequested,
         TrainModel(random_state=settings.ml_random_state, max_clusters=settings.ml_max_clusters),
     )
-    runtime.register("ml.segmentation_requested", assign_segments)
+    runtime.register(SegmentationRequested, assign_segments)
     components: list[Component] = [kit.revocation_listener(), runtime]
     readiness: dict[str, ReadyCheck] = {"database": kit.db.ready, "consumer": runtime.ready}
     online = None

@@ -17,7 +17,6 @@ from services.ml.models import (
     store_segments,
     upsert_candidate,
 )
-from shared.consumer import HandlerContext, HandlerOutcome
 from shared.envelope import Envelope, caused_by
 from shared.events import (
     CandidateSegmented,
@@ -27,6 +26,7 @@ from shared.events import (
     TrainingRequested,
 )
 from shared.retry import PermanentError
+from shared.runtime import HandlerContext, HandlerOutcome
 
 SOURCE = "ml"
 

@@ -7,6 +7,7 @@ from services.publisher.handlers import PublishCampaign
 from services.publisher.models import metadata
 from services.publisher.platforms.registry import platform_factories
 from services.publisher.settings import PublisherSettings
+from shared.events import PublishRequested
 from shared.service import build_kit, serve
 from shared.settings import get_settings
 
@@ -16,7 +17,7 @@ def main() -> None:
     kit = build_kit("publisher", settings, metadata)
     publish = PublishCampaign(kit.db, platform_factories(settings))
     runtime = kit.runtime()
-    runtime.register("campaign.publish_requested", publish, on_failure=publish.on_failure)
+    runtime.register(PublishRequested, publish, on_failure=publish.on_failure)
     serve(
         kit,
         [kit.revocation_listener(), runtime],

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from services.publisher.journal import DbStepJournal
 from services.publisher.platforms.base import CampaignSpec, JobOpening, StepJournal
 from services.publisher.platforms.registry import PlatformFactory
-from shared.consumer import HandlerContext, HandlerOutcome
 from shared.db import Database
 from shared.envelope import Envelope, caused_by
 from shared.events import (
@@ -19,6 +18,7 @@ from shared.events import (
     PublishRequested,
 )
 from shared.retry import PermanentError
+from shared.runtime import HandlerContext, HandlerOutcome
 
 SOURCE = "publisher"
 

@@ -10,8 +10,9 @@ from services.publisher.platforms.registry import PlatformFactory, platform_fact
 from services.sync.handlers import CampaignSync, remember_published
 from services.sync.models import metadata
 from services.sync.settings import SyncSettings
-from shared.consumer import ConsumerRuntime
+from shared.events import CampaignPublished, MetricsRefreshRequested, SyncRequested
 from shared.metrics import ReadyCheck
+from shared.runtime import ConsumerRuntime
 from shared.service import Component, ServiceKit, build_kit, serve
 from shared.settings import get_settings
 
@@ -37,9 +38,9 @@ def compose(
         settings.sync_batch_size,
     )
     runtime = kit.runtime()
-    runtime.register("campaign.published", remember_published)
-    runtime.register("campaign.sync_requested", sync.sync)
-    runtime.register("metrics.refresh_requested", sync.refresh_metrics)
+    runtime.register(CampaignPublished, remember_published)
+    runtime.register(SyncRequested, sync.sync)
+    runtime.register(MetricsRefreshRequested, sync.refresh_metrics)
     return SyncService(
         runtime,
         [kit.revocation_listener(), runtime],

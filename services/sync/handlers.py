@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from services.publisher.platforms.base import CampaignSnapshot
 from services.publisher.platforms.registry import PlatformFactory
 from services.sync.models import KnownCampaign
-from shared.consumer import HandlerContext, HandlerOutcome
 from shared.envelope import Envelope, caused_by
 from shared.events import (
     CampaignMetricsUpdated,
@@ -26,6 +25,7 @@ from shared.events import (
     SyncRequested,
 )
 from shared.retry import PermanentError
+from shared.runtime import HandlerContext, HandlerOutcome
 
 SOURCE = "sync"
 PLATFORMS: tuple[Platform, ...] = ("meta", "google")

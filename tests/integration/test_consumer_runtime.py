@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from infra.waiting import wait_for
-from shared.consumer import (
+from shared.runtime import (
     ConsumedRecord,
     ConsumerRuntime,
     HandlerContext,
@@ -46,7 +46,7 @@ class ScriptedHandler:
         self.lock = threading.Lock()
 
     def __call__(
-        self, envelope: Envelope, payload: Any, ctx: HandlerContext
+        self, envelope: Envelope, payload: TrainingRequested, ctx: HandlerContext
     ) -> HandlerOutcome | None:
         with self.lock:
             self.calls[envelope.subject].append((time.time(), envelope.attempt))
@@ -82,7 +82,9 @@ def handler() -> ScriptedHandler:
 
 @pytest.fixture
 def revocations() -> RevocationRegistry:
-    return RevocationRegistry()
+    registry = RevocationRegistry()
+    registry.caught_up.set()
+    return registry
 
 
 @pytest.fixture
@@ -105,7 +107,7 @@ def runtime(
         revocations=revocations,
         options=RuntimeOptions(default_time_limit=30, session_timeout_ms=6000),
     )
-    rt.register("ml.training_requested", handler)
+    rt.register(TrainingRequested, handler)
     rt.start()
     assert rt.assigned.wait(30)
     yield rt
@@ -181,9 +183,13 @@ def test_transient_failures_retry_through_delay_tiers_then_succeed(
     assert retry.error.message == "platform flaked"
     calls = handler.calls["flaky"]
     assert [attempt for _, attempt in calls] == [1, 2, 3]
-    # Each retry waited at least its tier's delay (1 s, then 3 s for the doubled backoff).
-    assert calls[1][0] - calls[0][0] >= 0.9
-    assert calls[2][0] - calls[1][0] >= 0.9
+    # Each retry ran at its announced time (backoff 1 s then 2 s, ± 25 % jitter): never
+    # early, and not a tier's whole delay late.
+    retries = [s for s in seen if s.state is TaskState.RETRY]
+    for (ran_at, _attempt), announced in zip(calls[1:], retries, strict=True):
+        assert announced.next_attempt_at is not None
+        due = announced.next_attempt_at.timestamp()
+        assert due - 0.05 <= ran_at <= due + 0.5
     # The two retries travelled through delay-tier topics (which tier depends on the jitter).
     parked = sum(
         len(read_topic(kafka_bootstrap, names.retry("ml.training_requested", tier), 2, 2))
@@ -370,7 +376,7 @@ def test_revoked_task_that_has_not_started_never_runs(
         producer=producer,
         broadcast=True,
     )
-    listener.register("task.revoked", revocations.handle)
+    listener.register(TaskRevoked, revocations.handle)
     listener.start()
     try:
         eta = datetime.now(UTC) + timedelta(seconds=2)

@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from infra.waiting import wait_for
-from shared.consumer import ConsumedRecord
+from shared.runtime import ConsumedRecord
 from shared.envelope import new_event
 from shared.events import (
     CampaignPublished,

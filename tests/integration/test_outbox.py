@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from infra.waiting import wait_for
-from shared.consumer import ConsumerRuntime, HandlerContext
+from shared.runtime import ConsumerRuntime, HandlerContext
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
 from shared.events import TaskState, TaskStatus
@@ -76,7 +76,7 @@ def test_a_row_relayed_twice_is_handled_once(
 
     handled: list[str] = []
 
-    def handler(envelope: Envelope, payload: object, ctx: HandlerContext) -> None:
+    def handler(envelope: Envelope, payload: TaskStatus, ctx: HandlerContext) -> None:
         handled.append(envelope.id)
 
     metadata = sa.MetaData()
@@ -90,7 +90,7 @@ def test_a_row_relayed_twice_is_handled_once(
         db=db,
         processed_table=processed,
     )
-    runtime.register("task.status", handler)
+    runtime.register(TaskStatus, handler)
     runtime.start()
     try:
         sentinel = status("dup")  # same key, so the same partition, after the duplicate

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from services.ml.handlers import TrainModel, assign_segments, store_candidate
 from services.ml.models import Candidate, Segment, SegmentationModel, latest_version
 from services.ml.stream import OnlineAssigner, OnlineSegmentation
-from shared.consumer import HandlerContext, HandlerOutcome
+from shared.runtime import HandlerContext, HandlerOutcome
 from shared.db import Database
 from shared.envelope import Envelope, from_kafka, new_event
 from shared.events import (
@@ -69,7 +69,7 @@ def handle(
     """Run a handler as the runtime does: its session committed after it returns."""
     envelope = new_event(payload, source="test", subject=subject, taskid=f"task-{subject}")
     names = TopicNames("unit.")
-    reporter = TaskStatusReporter(cast(EventProducer, producer), names, "ml")
+    reporter = TaskStatusReporter(names, "ml")
     task_name = getattr(payload, "task_name", None)
     session = db.sessions()
     ctx = HandlerContext(envelope, session, reporter, cast(EventProducer, producer), task_name)

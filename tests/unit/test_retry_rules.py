@@ -15,11 +15,12 @@ from shared.retry import (
     backoff_delay,
     choose_tier,
     decide,
+    hold_window,
     is_transient,
 )
 from shared.topics import parse_tiers
 
-TIERS = parse_tiers("1m:60,5m:300,30m:1800")
+TIERS = parse_tiers("1s:1,5s:5,15s:15,1m:60,5m:300,15m:900,1h:3600")
 
 
 class NoJitter(random.Random):
@@ -34,10 +35,24 @@ def test_tiers_parse_sorted_and_reject_garbage() -> None:
 
 
 @pytest.mark.parametrize(
-    ("wanted", "tier"), [(0, "1m"), (60, "1m"), (61, "5m"), (300, "5m"), (5000, "30m")]
+    ("wanted", "tier"),
+    [(0, "1s"), (1, "1s"), (4.9, "1s"), (5, "5s"), (64, "1m"), (299, "1m"), (5000, "1h")],
 )
-def test_smallest_tier_not_shorter_than_the_wanted_delay(wanted: float, tier: str) -> None:
+def test_largest_tier_not_longer_than_the_wanted_delay(wanted: float, tier: str) -> None:
     assert choose_tier(TIERS, wanted).name == tier
+
+
+@pytest.mark.parametrize("wanted", [1, 3.3, 5, 14, 64, 299, 301, 899, 3599])
+def test_records_of_one_tier_are_due_within_its_hold_window(wanted: float) -> None:
+    """Two records in one tier differ in wanted delay by less than the tier's hold window, so
+    the runtime can read a tier at `due - window` without finding a later record overdue."""
+    tier = choose_tier(TIERS, wanted)
+    same_tier = [
+        w
+        for w in (0.5, 1, 2, 4.99, 5, 10, 14.9, 15, 59, 60, 299, 300, 899, 900, 3599)
+        if choose_tier(TIERS, w) == tier
+    ]
+    assert all(abs(w - wanted) < hold_window(TIERS, tier) for w in same_tier)
 
 
 def test_backoff_grows_per_attempt_within_jitter() -> None:
@@ -62,10 +77,10 @@ def test_transient_error_retries_until_max_retries_then_dead_letters() -> None:
     exc = RetryableError("flaky")
     first = decide(exc, attempt=1, max_retries=3, retry_delay=60, tiers=TIERS, rng=NoJitter())
     assert first.disposition is Disposition.RETRY and first.tier is not None
-    assert first.tier.name == "1m"
+    assert first.tier.name == "1m" and first.delay == 60
     third = decide(exc, attempt=3, max_retries=3, retry_delay=60, tiers=TIERS, rng=NoJitter())
     assert third.disposition is Disposition.RETRY and third.tier is not None
-    assert third.tier.name == "5m"
+    assert third.tier.name == "1m" and third.delay == 240
     exhausted = decide(exc, attempt=4, max_retries=3, retry_delay=60, tiers=TIERS)
     assert exhausted.disposition is Disposition.DEAD and exhausted.transient
 
@@ -73,7 +88,7 @@ def test_transient_error_retries_until_max_retries_then_dead_letters() -> None:
 def test_platform_retry_after_is_honoured() -> None:
     exc = TransientPlatformError("rate limited", retry_after=200)
     decision = decide(exc, attempt=1, max_retries=3, retry_delay=1, tiers=TIERS)
-    assert decision.tier is not None and decision.tier.name == "5m"
+    assert decision.tier is not None and decision.tier.name == "1m" and decision.delay == 200
 
 
 def test_permanent_error_goes_straight_to_the_dead_letters() -> None:

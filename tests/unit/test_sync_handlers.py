@@ -21,7 +21,7 @@ from services.publisher.platforms.base import (
 )
 from services.sync.handlers import CampaignSync, remember_published
 from services.sync.models import KnownCampaign
-from shared.consumer import HandlerContext, HandlerOutcome
+from shared.runtime import HandlerContext, HandlerOutcome
 from shared.db import Database
 from shared.envelope import Envelope, new_event
 from shared.events import (

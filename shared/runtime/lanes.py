@@ -1,0 +1,110 @@
+"""A fixed set of worker lanes: records with the same key run in one lane, in order; records
+with different keys run concurrently. The poll loop hands work over and never waits on it."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    """One unit of lane work. `deadline` (monotonic) bounds it: past it `cancelled` is set
+    (cooperative), and past it plus a grace the lane is given a fresh thread and the job is
+    `abandoned` (whatever it still does can no longer commit)."""
+
+    run: Callable[[], None]
+    deadline: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False
+    # What to send instead of the abandoned job's outputs (its time-limit failure).
+    on_abandon: Callable[[], None] | None = None
+
+
+class Lane:
+    """One queue and the thread that drains it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.current: Job | None = None
+        self.generation = 0
+        self._threads: list[threading.Thread] = []
+        self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._drain, args=(self.generation,), name=self.name, daemon=True
+        )
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _drain(self, generation: int) -> None:
+        while generation == self.generation:
+            job = self.queue.get()
+            if job is None:
+                return
+            self.current = job
+            try:
+                job.run()
+            except BaseException:  # a job reports its own failures; this is a last resort
+                log.exception("lane %s: job crashed", self.name)
+            finally:
+                if generation == self.generation:
+                    self.current = None
+
+    def replace_thread(self) -> None:
+        """Abandon the thread stuck in the current job; a new one drains the queue."""
+        self.generation += 1
+        self.current = None
+        self._spawn()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, deadline: float) -> None:
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class KeyedLanes:
+    """`count` lanes; a key always maps to the same lane."""
+
+    def __init__(self, count: int, name: str) -> None:
+        if count < 1:
+            raise ValueError("lanes must be at least 1")
+        self.lanes = [Lane(f"{name}-lane-{i}") for i in range(count)]
+
+    def submit(self, key: bytes, job: Job) -> None:
+        self.lanes[zlib.crc32(key) % len(self.lanes)].queue.put(job)
+
+    def overdue(self, now: float, grace: float) -> list[Job]:
+        """Cancel running jobs past their deadline; return (and abandon) those past the grace."""
+        abandoned = []
+        for lane in self.lanes:
+            job = lane.current
+            if job is None or job.deadline is None or now < job.deadline:
+                continue
+            job.cancelled.set()
+            if now >= job.deadline + grace:
+                job.abandoned = True
+                lane.replace_thread()
+                abandoned.append(job)
+        return abandoned
+
+    def busy(self) -> int:
+        return sum(1 for lane in self.lanes if lane.current is not None)
+
+    def stop(self, timeout: float) -> None:
+        for lane in self.lanes:
+            lane.queue.put(None)
+        deadline = time.monotonic() + timeout
+        for lane in self.lanes:
+            lane.join(deadline)

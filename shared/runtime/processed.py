@@ -1,0 +1,65 @@
+"""The processed-event store: which events this consumer group already handled and what their
+handling emitted — looked up once per poll batch, written in the handler's transaction, and
+purged after a retention period."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from shared.db import Database
+from shared.producer import OutgoingRecord
+from shared.runtime.records import decode_outputs, encode_outputs
+
+
+class ProcessedEventStore:
+    """Tracking rows of one consumer group in a service's `processed_events` table."""
+
+    def __init__(self, db: Database, table: sa.Table, group: str) -> None:
+        self.db = db
+        self.table = table
+        self.group = group
+
+    def lookup(self, event_ids: Iterable[str]) -> dict[str, list[OutgoingRecord]]:
+        """The stored outputs of those events that were handled before (one query)."""
+        ids = list(set(event_ids))
+        if not ids:
+            return {}
+        t = self.table
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.event_id, t.c.outputs).where(
+                    t.c.consumer == self.group, t.c.event_id.in_(ids)
+                )
+            ).all()
+        return {row.event_id: decode_outputs(row.outputs) for row in rows}
+
+    def stored(self, event_id: str) -> list[OutgoingRecord] | None:
+        return self.lookup([event_id]).get(event_id)
+
+    def add(
+        self, session: Session, event_id: str, event_type: str, outputs: list[OutgoingRecord]
+    ) -> None:
+        """Record the event as handled inside the caller's transaction."""
+        session.execute(
+            sa.insert(self.table).values(
+                consumer=self.group,
+                event_id=event_id,
+                event_type=event_type,
+                outputs=encode_outputs(outputs),
+                handled_at=datetime.now(UTC),
+            )
+        )
+
+    def purge(self, retention: timedelta) -> int:
+        """Forget events handled longer ago than `retention`; returns how many."""
+        t = self.table
+        cutoff = datetime.now(UTC) - retention
+        with self.db.engine.begin() as conn:
+            result = conn.execute(
+                sa.delete(t).where(t.c.consumer == self.group, t.c.handled_at < cutoff)
+            )
+        return int(result.rowcount or 0)
