@@ -76,6 +76,9 @@ def tracking_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("headers", sa.JSON, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False, default=utcnow),
         sa.Column("sent_at", UTCDateTime, nullable=True, index=True),
+        # Set aside: the broker refused the row for good (tracking_v2).
+        sa.Column("refused_at", UTCDateTime, nullable=True),
+        sa.Column("refused_reason", sa.Text, nullable=True),
     )
     return processed, outbox
 

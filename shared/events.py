@@ -11,11 +11,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from shared.currencies import check_currency
 
 Platform = Literal["meta", "google"]
+
+# Bounds of every task option (DESIGN.md §4): what a worker can honour without overflowing a
+# timer or holding a record in the delay tiers for months.
+MAX_SCHEDULE_AHEAD_SECONDS = 30 * 24 * 3600  # countdown, eta and expires: at most 30 days ahead
+MAX_RETRIES = 100
+MAX_RETRY_DELAY_SECONDS = 24 * 3600
+MAX_TIME_LIMIT_SECONDS = 24 * 3600
+# Identifiers chosen by clients (candidate ids) and how many one command may carry.
+MAX_ID_LENGTH = 64
+MAX_IDS_PER_COMMAND = 10_000
+CandidateId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class Payload(BaseModel):
@@ -51,11 +64,23 @@ FINAL_STATES = frozenset(
 class TaskOptions(Payload):
     """Execution options a command carries (Celery's apply_async options)."""
 
-    eta: datetime | None = Field(default=None, description="Run no earlier than this time.")
-    expires: datetime | None = Field(default=None, description="Do not run after this time.")
-    max_retries: int = Field(default=3, ge=0, le=100)
-    retry_delay: float = Field(default=60.0, ge=0, description="Seconds; grows per attempt.")
-    time_limit: float = Field(default=3600.0, gt=0, description="Seconds before cancellation.")
+    eta: AwareDatetime | None = Field(default=None, description="Run no earlier than this time.")
+    expires: AwareDatetime | None = Field(default=None, description="Do not run after this time.")
+    max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    retry_delay: float = Field(
+        default=60.0,
+        ge=0,
+        le=MAX_RETRY_DELAY_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds; grows per attempt.",
+    )
+    time_limit: float = Field(
+        default=3600.0,
+        gt=0,
+        le=MAX_TIME_LIMIT_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds before cancellation.",
+    )
     priority: Literal["high", "normal", "low"] = "normal"
 
 
@@ -82,9 +107,11 @@ class PublishRequested(Command):
     platform: Platform
     name: str
     daily_budget: Decimal = Field(gt=0)
-    currency: str = Field(min_length=3, max_length=3)
+    currency: str = Field(min_length=3, max_length=3, description="ISO 4217 code.")
     targeting: dict[str, Any] = Field(default_factory=dict)
     job: JobOpening
+
+    _iso_currency = field_validator("currency")(check_currency)
 
 
 class SyncRequested(Command):
@@ -112,18 +139,20 @@ class SegmentationRequested(Command):
     """Assign segments to candidates with the current model (seed: assign_segments_task)."""
 
     task_name: Literal["ml.assign_segments"] = "ml.assign_segments"
-    candidate_ids: list[str] | None = None
+    candidate_ids: list[CandidateId] | None = Field(default=None, max_length=MAX_IDS_PER_COMMAND)
 
 
 class CandidateUpserted(Payload):
     """A candidate's current profile (compacted topic keyed by candidate id)."""
 
-    candidate_id: str
+    candidate_id: CandidateId
     years_experience: float = Field(ge=0, le=70)
     education_level: Literal["none", "secondary", "vocational", "bachelor", "master", "phd"]
-    skills: list[str] = Field(default_factory=list)
-    location: str = ""
-    desired_salary: float | None = Field(default=None, ge=0)
+    skills: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=100
+    )
+    location: str = Field(default="", max_length=200)
+    desired_salary: float | None = Field(default=None, ge=0, le=1e12)
     updated_at: datetime
 
 

@@ -3,15 +3,25 @@ the same transaction, and an `OutboxRelay` produces them afterwards and marks th
 
 A crash between commit and produce loses nothing (the row stays unsent); a crash between
 produce and marking re-sends the row, which consumers skip by event id.
+
+No record can stop the relay: a row larger than a record may be is refused when it is added
+(`RecordTooLarge`), and a row the broker refuses for good anyway is set aside with its reason
+(`refused_at`, `refused_reason`; counted in `adflux_outbox_refused_total`) while later rows
+keep flowing.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from confluent_kafka import KafkaException
 from sqlalchemy.orm import Session
 
 from shared import metrics
@@ -19,24 +29,115 @@ from shared.background import BackgroundLoop
 from shared.db import Database
 from shared.envelope import Envelope
 from shared.producer import DeliveryFailed, EventProducer, OutgoingRecord
+from shared.redaction import redact
+from shared.retry import truncate
 from shared.topics import TopicNames
 
 log = logging.getLogger(__name__)
+
+# librdkafka refuses a record over message.max.bytes (1,000,000 by default) counting key,
+# value and headers; below it with room to spare.
+MAX_RECORD_BYTES = 900_000
+# Delivery errors after which no retry of the same record can succeed.
+REFUSAL_CODES = frozenset(
+    {
+        "MSG_SIZE_TOO_LARGE",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_RECORD",
+        "INVALID_MSG",
+        "CORRUPT_MESSAGE",
+        "INVALID_MSG_SIZE",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "TOPIC_EXCEPTION",
+        "POLICY_VIOLATION",
+        "_INVALID_ARG",
+        "_MSG_SIZE_TOO_LARGE",
+    }
+)
+_CODE = re.compile(r"code=(\w+)")
+
+
+class RecordTooLarge(ValueError):
+    """A record larger than the broker takes: refused before it enters the outbox."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"record of {size} bytes is over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+def record_size(record: OutgoingRecord) -> int:
+    """Bytes librdkafka counts against message.max.bytes (key, value and headers)."""
+    return (
+        len(record.key or b"")
+        + len(record.value or b"")
+        + sum(len(k) + len(v or b"") for k, v in record.headers)
+    )
+
+
+def refusal_reason(exc: BaseException) -> str | None:
+    """Why the broker (or librdkafka) refused a record for good; None when retrying later may
+    succeed (broker unreachable, timeouts, leader changes)."""
+    if isinstance(exc, KafkaException):  # refused by produce() itself
+        error = exc.args[0] if exc.args else None
+        retriable = getattr(error, "retriable", None)
+        if callable(retriable) and retriable():
+            return None
+        return str(exc)
+    if isinstance(exc, ValueError | TypeError):  # a record produce() cannot take
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, DeliveryFailed):
+        codes = set(_CODE.findall(str(exc)))
+        if codes and codes <= REFUSAL_CODES:
+            return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """An outbox row set aside: what it was and why the broker refused it."""
+
+    id: int
+    topic: str
+    key: bytes | None
+    size: int
+    headers: dict[str, str]
+    reason: str
+    created_at: datetime | None = None
+    refused_at: datetime | None = None
+
+    @property
+    def event_type(self) -> str | None:
+        return self.headers.get("ce_type")
+
+    @property
+    def task_id(self) -> str | None:
+        return self.headers.get("ce_taskid")
+
+
+RefusalHook = Callable[[Session, Sequence[RefusedRow]], None]
 
 
 class Outbox:
     """Adds events to a service's `outbox` table inside the caller's transaction."""
 
-    def __init__(self, table: sa.Table, names: TopicNames) -> None:
+    def __init__(
+        self, table: sa.Table, names: TopicNames, max_record_bytes: int = MAX_RECORD_BYTES
+    ) -> None:
         self.table = table
         self.names = names
+        self.max_record_bytes = max_record_bytes
         self._wake = threading.Event()
 
     def add(self, session: Session, envelope: Envelope) -> None:
         self.add_record(session, OutgoingRecord.of(self.names.topic(envelope.type), envelope))
 
     def add_record(self, session: Session, record: OutgoingRecord) -> None:
-        """Add an already-encoded record (a dead letter being replayed)."""
+        """Add an already-encoded record (a dead letter being replayed); RecordTooLarge when
+        the broker would refuse it."""
+        size = record_size(record)
+        if size > self.max_record_bytes:
+            raise RecordTooLarge(size, self.max_record_bytes)
         session.execute(
             sa.insert(self.table).values(
                 topic=record.topic,
@@ -46,6 +147,17 @@ class Outbox:
                 created_at=datetime.now(UTC),
             )
         )
+
+    def refused(self, session: Session, limit: int = 100) -> list[RefusedRow]:
+        """The rows set aside, newest first."""
+        table = self.table
+        rows = session.execute(
+            sa.select(table)
+            .where(table.c.refused_at.is_not(None))
+            .order_by(table.c.refused_at.desc(), table.c.id.desc())
+            .limit(limit)
+        ).all()
+        return [_refused_row(row, row.refused_reason or "") for row in rows]
 
     def notify(self) -> None:
         """Tell the relay that rows were committed (it also polls on its own)."""
@@ -68,6 +180,7 @@ class OutboxRelay(BackgroundLoop):
         poll_interval: float = 0.25,
         batch_size: int = 500,
         keep_sent: timedelta = timedelta(hours=24),
+        on_refused: RefusalHook | None = None,
     ) -> None:
         super().__init__()
         self.thread_name = f"outbox-{service}"
@@ -78,15 +191,17 @@ class OutboxRelay(BackgroundLoop):
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.keep_sent = keep_sent
+        # Called in the transaction that sets rows aside (the gateway fails their tasks).
+        self.on_refused = on_refused
         self._last_purge = datetime.now(UTC)
 
     def relay_once(self) -> int:
-        """Send one batch; returns how many rows were sent."""
+        """Send one batch; returns how many rows it settled (sent or set aside)."""
         table = self.outbox.table
         with self.db.session() as session:
             query = (
                 sa.select(table.c.id, table.c.topic, table.c.key, table.c.value, table.c.headers)
-                .where(table.c.sent_at.is_(None))
+                .where(table.c.sent_at.is_(None), table.c.refused_at.is_(None))
                 .order_by(table.c.id)
                 .limit(self.batch_size)
             )
@@ -96,22 +211,62 @@ class OutboxRelay(BackgroundLoop):
             if not rows:
                 metrics.OUTBOX_PENDING.labels(self.service).set(0)
                 return 0
-            self.producer.send_batch(
-                OutgoingRecord(
-                    row.topic,
-                    row.key,
-                    row.value,
-                    [(k, v.encode("latin-1")) for k, v in row.headers],
+            sent, refused, failure = self._produce(rows)
+            now = datetime.now(UTC)
+            if sent:
+                session.execute(sa.update(table).where(table.c.id.in_(sent)).values(sent_at=now))
+            for row in refused:
+                session.execute(
+                    sa.update(table)
+                    .where(table.c.id == row.id)
+                    .values(refused_at=now, refused_reason=row.reason)
                 )
-                for row in rows
-            )
-            session.execute(
-                sa.update(table)
-                .where(table.c.id.in_([row.id for row in rows]))
-                .values(sent_at=datetime.now(UTC))
-            )
-        metrics.OUTBOX_SENT.labels(self.service).inc(len(rows))
-        return len(rows)
+                log.error(
+                    "outbox row %s (%s, %s bytes) set aside: the broker refused it: %s",
+                    row.id,
+                    row.topic,
+                    row.size,
+                    row.reason,
+                )
+            if refused and self.on_refused is not None:
+                self.on_refused(session, refused)
+        metrics.OUTBOX_SENT.labels(self.service).inc(len(sent))
+        metrics.OUTBOX_REFUSED.labels(self.service).inc(len(refused))
+        if failure is not None:
+            raise failure  # what was settled is committed; the rest waits for the broker
+        return len(sent) + len(refused)
+
+    def _produce(self, rows: Sequence[Any]) -> tuple[list[int], list[RefusedRow], Exception | None]:
+        """Produce the rows: (ids sent, rows refused for good, the error that stopped the rest).
+
+        The batch goes at once; only when the broker refuses something in it are its rows
+        produced one by one, to set aside exactly the refused ones."""
+        limit = self.outbox.max_record_bytes
+        refused = [
+            _refused_row(row, f"record of {size} bytes is over the {limit}-byte limit")
+            for row in rows
+            if (size := record_size(_record(row))) > limit
+        ]
+        skipped = {r.id for r in refused}
+        sendable = [row for row in rows if row.id not in skipped]
+        try:
+            self.producer.send_batch([_record(row) for row in sendable])
+            return [row.id for row in sendable], refused, None
+        except Exception as exc:
+            if refusal_reason(exc) is None:
+                return [], refused, exc
+        sent: list[int] = []
+        for row in sendable:
+            try:
+                self.producer.send_batch([_record(row)])
+            except Exception as exc:
+                reason = refusal_reason(exc)
+                if reason is None:
+                    return sent, refused, exc
+                refused.append(_refused_row(row, reason))
+            else:
+                sent.append(row.id)
+        return sent, refused, None
 
     def purge_sent(self) -> None:
         cutoff = datetime.now(UTC) - self.keep_sent
@@ -130,7 +285,30 @@ class OutboxRelay(BackgroundLoop):
             except (DeliveryFailed, sa.exc.SQLAlchemyError) as exc:
                 log.warning("outbox relay of %s: %s; will retry", self.service, exc)
                 self._stop.wait(1.0)
+            except Exception:  # the relay thread must outlive any record and any bug
+                log.exception("outbox relay of %s failed; will retry", self.service)
+                self._stop.wait(1.0)
             self.outbox.wait(self.poll_interval)
 
     def _wake(self) -> None:
         self.outbox.notify()
+
+
+def _record(row: Any) -> OutgoingRecord:
+    return OutgoingRecord(
+        row.topic, row.key, row.value, [(k, v.encode("latin-1")) for k, v in row.headers]
+    )
+
+
+def _refused_row(row: Any, reason: str) -> RefusedRow:
+    mapping = row._mapping
+    return RefusedRow(
+        id=row.id,
+        topic=row.topic,
+        key=row.key,
+        size=record_size(_record(row)),
+        headers={k: v for k, v in row.headers if k.startswith("ce_")},
+        reason=truncate(redact(reason)),
+        created_at=mapping.get("created_at"),
+        refused_at=mapping.get("refused_at"),
+    )

@@ -7,8 +7,10 @@ real SDKs, so no handler ever imports an SDK.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, Protocol
+
+from shared.currencies import MINOR_UNITS
 
 PlatformName = Literal["meta", "google"]
 
@@ -51,6 +53,21 @@ class CampaignSnapshot:
     clicks: int = 0
     spend: Decimal = Decimal(0)  # major units of the account currency
     conversions: float = 0.0
+
+
+def in_minor_units(amount: Decimal, currency: str, *, whole_units: frozenset[str]) -> int:
+    """`amount` (major units of `currency`) as an integer count of its minor units: 25.50 EUR
+    is 2550, 2500 JPY is 2500 (the yen has none). `whole_units` are currencies a platform
+    counts in major units whatever ISO 4217 says."""
+    if currency not in MINOR_UNITS:
+        raise PermanentPlatformError(f"{currency!r} is not an ISO 4217 currency code")
+    units = 0 if currency in whole_units else MINOR_UNITS[currency]
+    return int((amount * 10**units).to_integral_value(ROUND_HALF_UP))
+
+
+def in_micros(amount: Decimal) -> int:
+    """`amount` in millionths of its currency's major unit (Google Ads' `amount_micros`)."""
+    return int((amount * 1_000_000).to_integral_value(ROUND_HALF_UP))
 
 
 class PlatformError(Exception):

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
 import grpc
@@ -26,7 +26,9 @@ from services.publisher.platforms.base import (
     PlatformName,
     StepJournal,
     TransientPlatformError,
+    in_micros,
 )
+from shared.redaction import redact
 from shared.settings import PlatformSettings
 
 _TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -130,7 +132,7 @@ class GoogleAdsPlatform:
         operation = sdk.client.get_type("CampaignBudgetOperation")
         budget = operation.create
         budget.name = _object_name(f"{spec.name} budget", spec)
-        budget.amount_micros = int((spec.daily_budget * 1_000_000).to_integral_value(ROUND_HALF_UP))
+        budget.amount_micros = in_micros(spec.daily_budget)
         budget.delivery_method = sdk.client.enums.BudgetDeliveryMethodEnum.STANDARD
         budget.explicitly_shared = False
         response = self._call(sdk.budgets.mutate_campaign_budgets, operations=[operation])
@@ -409,7 +411,10 @@ def _platform_error(error: Exception, sdk: _Sdk) -> PlatformError | None:
     transient = status in _TRANSIENT_CODES or bool(_TRANSIENT_ERROR_CATEGORIES & set(categories))
     error_class = TransientPlatformError if transient else PermanentPlatformError
     return error_class(
-        message, code=code, subcode=subcode, retry_after=next((d for d in delays if d), None)
+        redact(message),
+        code=code,
+        subcode=subcode,
+        retry_after=next((d for d in delays if d), None),
     )
 
 

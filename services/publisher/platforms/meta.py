@@ -31,8 +31,10 @@ from services.publisher.platforms.base import (
     PlatformName,
     StepJournal,
     TransientPlatformError,
+    in_minor_units,
 )
 from shared import metrics
+from shared.redaction import redact
 from shared.settings import PlatformSettings
 
 T = TypeVar("T")
@@ -46,6 +48,11 @@ STATUS = {
     "DELETED": "removed",
     "ARCHIVED": "removed",
 }
+# Currencies Meta counts in whole units although ISO 4217 gives them cents (Meta's currency
+# table, "offset 1"); every other budget is sent in the currency's ISO minor units.
+WHOLE_UNIT_CURRENCIES = frozenset(
+    {"CLP", "COP", "CRC", "HUF", "IDR", "ISK", "JPY", "KRW", "PYG", "TWD", "VND"}
+)
 # The aggregate of every lead action; other action types (clicks, engagement) are not conversions.
 LEAD_ACTION = "lead"
 
@@ -55,7 +62,7 @@ def classify(exc: Exception) -> PlatformError:
     if isinstance(exc, FacebookRequestError):
         code = exc.api_error_code()
         status = exc.http_status()
-        message = exc.api_error_message() or str(exc)
+        message = redact(exc.api_error_message() or str(exc))
         transient = (
             bool(exc.api_transient_error()) or (status or 0) >= 500 or code in TRANSIENT_CODES
         )
@@ -68,7 +75,9 @@ def classify(exc: Exception) -> PlatformError:
             retry_after=_retry_after(exc.http_headers() or {}) if transient else None,
         )
     if isinstance(exc, requests.RequestException):
-        return TransientPlatformError(f"Graph API unreachable: {exc}")
+        # The session puts access_token (and appsecret_proof) in every request URL, and
+        # requests quotes that URL in its messages: never pass it on unredacted.
+        return TransientPlatformError(f"Graph API unreachable: {redact(str(exc))}")
     raise exc
 
 
@@ -161,7 +170,9 @@ class MetaAdsPlatform:
             params = {
                 "name": f"{spec.name} ad set {tag}",
                 "campaign_id": journal.created_id("campaign"),
-                "daily_budget": int(spec.daily_budget * 100),
+                "daily_budget": in_minor_units(
+                    spec.daily_budget, spec.currency, whole_units=WHOLE_UNIT_CURRENCIES
+                ),
                 "billing_event": "IMPRESSIONS",
                 "optimization_goal": "LEAD_GENERATION",
                 "bid_strategy": "LOWEST_COST_WITHOUT_CAP",
