@@ -96,6 +96,9 @@ class ServiceKit:
 def build_kit(service: str, settings: ServiceSettings, metadata: sa.MetaData) -> ServiceKit:
     """Configure logging, create topics, migrate the database and build the shared clients."""
     configure_logging(service, settings.log_level, settings.log_json)
+    # Lanes, the poll loop and the HTTP server share the GIL: hand it over within 1 ms
+    # rather than 5, or a record waits behind a busy thread's whole slice.
+    sys.setswitchinterval(0.001)
     names = TopicNames(
         settings.topic_prefix, parse_tiers(settings.retry_tiers), settings.topic_max_partitions
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uvicorn
 
 from services.gateway.app import create_app
+from services.gateway.auth import check_exposure
+from services.gateway.commands import fail_refused_commands
 from services.gateway.live import TaskUpdateHub
 from services.gateway.models import metadata
 from services.gateway.projections import (
@@ -14,7 +16,7 @@ from services.gateway.projections import (
     SegmentProjection,
     TaskProjection,
 )
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import DEFAULT_API_TOKEN, GatewaySettings
 from shared.events import (
     CampaignMetricsUpdated,
     CampaignPublished,
@@ -31,6 +33,7 @@ from shared.topics import TOPICS
 
 def main() -> None:
     settings = get_settings(GatewaySettings)
+    check_exposure(settings.bind_address, settings.api_token.get_secret_value(), DEFAULT_API_TOKEN)
     kit = build_kit("gateway", settings, metadata)
     hub = TaskUpdateHub()
     runtime = kit.runtime("gateway.read-model")
@@ -47,6 +50,7 @@ def main() -> None:
         if spec.consumed:
             runtime.register_raw(kit.names.dlq(spec.name), recorder)
     relay = kit.relay()
+    relay.on_refused = lambda session, rows: fail_refused_commands(session, rows, hub.publish)
     app = create_app(
         settings,
         kit,
@@ -54,7 +58,7 @@ def main() -> None:
         [relay, runtime],
         {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.ready},
     )
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)
+    uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
 
 
 if __name__ == "__main__":

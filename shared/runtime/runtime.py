@@ -19,7 +19,7 @@ import typing
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -29,12 +29,19 @@ from shared import metrics
 from shared import retry as rules
 from shared.background import BackgroundLoop
 from shared.db import Database
-from shared.envelope import Envelope, MalformedEvent, from_kafka
-from shared.events import CONTRACT_BY_MODEL, Command, Payload, TaskState
-from shared.logging import bind_event
-from shared.producer import DeliveryFailed, OutgoingRecord, RecordRefused
-from shared.runtime import gate
+from shared.envelope import Envelope
+from shared.events import CONTRACT_BY_MODEL, Command, Payload
+from shared.producer import OutgoingRecord
 from shared.runtime.context import HandlerContext, HandlerOutcome
+from shared.runtime.execution import (
+    ExecutionSettings,
+    Finished,
+    RawHandler,
+    RecordExecutor,
+    Redo,
+    Route,
+    event_id_of,
+)
 from shared.runtime.failures import FailureHook, FailureRouter
 from shared.runtime.lanes import Job, KeyedLanes
 from shared.runtime.offsets import OffsetTracker
@@ -47,11 +54,6 @@ from shared.topics import TopicNames
 log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=Payload)
-Handler = Callable[[Envelope, Any, HandlerContext], HandlerOutcome | None]
-RawHandler = Callable[[ConsumedRecord], None]
-
-# The broker or the database is away: the record is kept and tried again, never failed.
-INFRASTRUCTURE_ERRORS = (KafkaException, DeliveryFailed, sa.exc.OperationalError)
 
 
 @dataclass(frozen=True)
@@ -71,26 +73,6 @@ class RuntimeOptions:
     time_limit_grace: float = 5.0
     infra_retries: int = 4
     processed_retention: timedelta = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class Route:
-    model: type[Payload]
-    handler: Handler
-    on_failure: FailureHook | None = None
-
-
-@dataclass(frozen=True)
-class _Finished:
-    tp: TopicPartitionKey
-    offset: int
-    event_id: str | None
-
-
-@dataclass(frozen=True)
-class _Redo:
-    record: ConsumedRecord
-    not_before: float
 
 
 class ConsumerRuntime(BackgroundLoop):
@@ -145,8 +127,8 @@ class ConsumerRuntime(BackgroundLoop):
         self._raw: dict[str, RawHandler] = {}
         self._tracker = OffsetTracker()
         self._lanes: KeyedLanes | None = None
-        self._events: queue.SimpleQueue[_Finished | _Redo] = queue.SimpleQueue()
-        self._redo: list[_Redo] = []
+        self._events: queue.SimpleQueue[Finished | Redo] = queue.SimpleQueue()
+        self._redo: list[Redo] = []
         self._held: list[tuple[int, int, ConsumedRecord]] = []  # (due ms, seq, record)
         self._seq = itertools.count()
         self._due_paused: dict[TopicPartitionKey, int] = {}  # resume at (epoch ms)
@@ -154,6 +136,21 @@ class ConsumerRuntime(BackgroundLoop):
         self._catching_up: dict[TopicPartitionKey, int] = {}
         self._last_purge = time.monotonic()
         self._running_ids: Counter[str] = Counter()
+        self._executor = RecordExecutor(
+            service=service,
+            names=names,
+            producer=producer,
+            routes=self._routes,
+            raw=self._raw,
+            db=db,
+            store=self.store,
+            failures=self.failures,
+            reporter=self.reporter,
+            revocations=revocations,
+            options=ExecutionSettings(self.options.default_time_limit, self.options.infra_retries),
+            events=self._events,
+            stop=self._stop,
+        )
 
     # --- registration -------------------------------------------------------------------
     def register(
@@ -346,11 +343,16 @@ class ConsumerRuntime(BackgroundLoop):
         self._drain_events(consumer, wait=0)
         self._apply_backpressure(consumer)
         self._purge_processed()
-        timeout = self._poll_timeout()
         free = max(1, self.options.max_in_flight - self._working())
-        messages = consumer.consume(min(self.options.batch_size, free), timeout)
-        if messages:
-            self._accept(consumer, messages)
+        limit = min(self.options.batch_size, free)
+        # consume() waits for a full batch or its timeout: take what is there, else wait for one.
+        messages = consumer.consume(limit, 0)
+        if not messages:
+            first = consumer.poll(self._poll_timeout())
+            if first is None:
+                return
+            messages = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+        self._accept(consumer, messages)
 
     def _working(self) -> int:
         return self._tracker.in_flight() - len(self._held)
@@ -415,7 +417,7 @@ class ConsumerRuntime(BackgroundLoop):
             return
         known = self._lookup(records)
         for record in records:
-            event_id = _event_id(record)
+            event_id = event_id_of(record)
             # A copy of an event still in flight is looked up again once its lane reaches it.
             again = event_id is not None and self._running_ids[event_id] > 0
             if event_id is not None:
@@ -428,7 +430,7 @@ class ConsumerRuntime(BackgroundLoop):
     ) -> None:
         assert self._lanes is not None
         job = Job(run=lambda: None)
-        job.run = lambda: self._execute(record, known, job)
+        job.run = lambda: self._executor.execute(record, known, job)
         self._lanes.submit(record.key or f"{record.topic}:{record.partition}".encode(), job)
 
     def _lookup(self, records: list[ConsumedRecord]) -> dict[str, list[OutgoingRecord]] | None:
@@ -436,7 +438,7 @@ class ConsumerRuntime(BackgroundLoop):
         the database cannot say (each lane then asks for its own record)."""
         if self.store is None:
             return {}
-        ids = [i for r in records if r.topic not in self._raw and (i := _event_id(r))]
+        ids = [i for r in records if r.topic not in self._raw and (i := event_id_of(r))]
         try:
             return self.store.lookup(ids)
         except sa.exc.SQLAlchemyError as exc:
@@ -514,7 +516,7 @@ class ConsumerRuntime(BackgroundLoop):
         except queue.Empty:
             return
         while True:
-            if isinstance(item, _Finished):
+            if isinstance(item, Finished):
                 self._tracker.finished(item.tp, item.offset)
                 if item.event_id is not None:
                     self._running_ids[item.event_id] -= 1
@@ -563,239 +565,6 @@ class ConsumerRuntime(BackgroundLoop):
                 log.info("purged %d tracking rows of %s", purged, self.group)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("purging tracking rows of %s failed: %s", self.group, exc)
-
-    # --- in a lane ----------------------------------------------------------------------
-    def _execute(
-        self, record: ConsumedRecord, known: dict[str, list[OutgoingRecord]] | None, job: Job
-    ) -> None:
-        """Handle one record and send its outputs; broker or database errors are tried again
-        in place with backoff, then the record is deferred to a delay tier."""
-        backoff = 0.25
-        for attempt in itertools.count(1):
-            try:
-                outputs = self._handle(record, known, job)
-                break
-            except INFRASTRUCTURE_ERRORS as exc:
-                if job.abandoned or self._stop.is_set():
-                    return
-                known = None
-                if attempt >= self.options.infra_retries:
-                    log.warning("deferring a record of %s after %s", record.topic, exc)
-                    outputs = [self.failures.delayed(record, backoff, exc, _attempt_of(record))]
-                    break
-                log.warning("infrastructure error on %s: %s; trying again", record.topic, exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-        if job.abandoned:
-            return
-        self._send(record, outputs)
-
-    def _send(self, record: ConsumedRecord, outputs: list[OutgoingRecord]) -> None:
-        def done(error: Exception | None) -> None:
-            if error is None:
-                self._events.put(_Finished(record.tp, record.offset, _event_id(record)))
-            elif isinstance(error, RecordRefused):
-                log.error("outputs of %s refused by the broker: %s", record.topic, error)
-                self._send(record, [self.failures.dead(record, error, "refused")])
-            else:
-                log.warning("outputs of %s not delivered: %s; redoing", record.topic, error)
-                self._events.put(_Redo(record, time.monotonic() + 1.0))
-
-        self.producer.send_async(outputs, done)
-
-    def _handle(
-        self, record: ConsumedRecord, known: dict[str, list[OutgoingRecord]] | None, job: Job
-    ) -> list[OutgoingRecord]:
-        raw = self._raw.get(record.topic)
-        if raw is not None:
-            raw(record)
-            return []
-        try:
-            envelope = from_kafka(record.key, record.value, record.headers)
-            route = self._routes.get(envelope.type)
-            if route is None:
-                raise MalformedEvent(f"no handler for {envelope.type!r} on {record.topic}")
-            payload = envelope.payload()
-        except MalformedEvent as exc:
-            metrics.EVENTS_HANDLED.labels(self.service, "unknown", "malformed").inc()
-            log.warning("dead-lettering malformed record from %s: %s", record.topic, exc)
-            return [self.failures.dead(record, exc, "malformed")]
-        with bind_event(envelope):
-            return self._run(record, envelope, payload, route, known, job)
-
-    def _run(
-        self,
-        record: ConsumedRecord,
-        envelope: Envelope,
-        payload: Payload,
-        route: Route,
-        known: dict[str, list[OutgoingRecord]] | None,
-        job: Job,
-    ) -> list[OutgoingRecord]:
-        stored = self._stored(envelope.id, known)
-        if stored is not None:
-            metrics.EVENTS_HANDLED.labels(self.service, envelope.type, "duplicate").inc()
-            return stored  # re-send what the first handling emitted
-        task = payload if isinstance(payload, Command) and envelope.taskid else None
-        if task is not None:
-            assert envelope.taskid is not None
-            verdict = gate.admit(envelope.taskid, task, datetime.now(UTC), self.revocations)
-            if verdict.final is not None:
-                return self._end_unrun(envelope, task, verdict.final)
-            if verdict.wait > 0:
-                return self._defer(record, envelope, task, verdict.wait)
-            self._status_nowait(envelope, task, TaskState.STARTED)
-        time_limit = task.options.time_limit if task else self.options.default_time_limit
-        job.deadline = time.monotonic() + time_limit
-        job.on_abandon = lambda: self._send(
-            record,
-            self.failures.failed(
-                record,
-                envelope,
-                payload,
-                task,
-                rules.TimeLimitExceeded(f"time limit of {time_limit:g}s exceeded"),
-                route.on_failure,
-            ),
-        )
-        started = time.monotonic()
-        try:
-            return self._invoke(record, envelope, payload, route, task, job)
-        finally:
-            metrics.HANDLE_SECONDS.labels(self.service, envelope.type).observe(
-                time.monotonic() - started
-            )
-
-    def _invoke(
-        self,
-        record: ConsumedRecord,
-        envelope: Envelope,
-        payload: Payload,
-        route: Route,
-        task: Command | None,
-        job: Job,
-    ) -> list[OutgoingRecord]:
-        """Run the handler; commit its session with the tracking row, or route its failure."""
-        session = self.db.sessions() if self.db is not None else None
-        ctx = HandlerContext(
-            envelope,
-            session,
-            self.reporter,
-            self.producer,
-            task.task_name if task else None,
-            cancelled=job.cancelled,
-        )
-        try:
-            outcome = route.handler(envelope, payload, ctx) or HandlerOutcome()
-            ctx.check_cancelled()
-            records = [OutgoingRecord.of(self.names.topic(e.type), e) for e in outcome.events]
-            if task is not None and envelope.taskid:
-                records.append(
-                    self.reporter.record(
-                        envelope.taskid,
-                        task.task_name,
-                        TaskState.SUCCESS,
-                        attempt=envelope.attempt,
-                        cause=envelope,
-                        progress=100,
-                        result=outcome.result,
-                    )
-                )
-            if session is not None:
-                if self.store is not None:
-                    self.store.add(session, envelope.id, envelope.type, records)
-                ctx.check_cancelled()  # an abandoned handler must not commit
-                session.commit()
-        except INFRASTRUCTURE_ERRORS:
-            _rollback(session)
-            raise
-        except sa.exc.IntegrityError:
-            _rollback(session)
-            stored = self.store.stored(envelope.id) if self.store is not None else None
-            if stored is not None:
-                return stored  # a concurrent redelivery recorded it first: same outputs
-            raise
-        except rules.Cancelled:
-            _rollback(session)
-            exc = rules.TimeLimitExceeded("time limit exceeded; handler cancelled")
-            return self.failures.failed(record, envelope, payload, task, exc, route.on_failure)
-        except Exception as exc:
-            _rollback(session)
-            return self.failures.failed(record, envelope, payload, task, exc, route.on_failure)
-        finally:
-            if session is not None:
-                session.close()
-        metrics.EVENTS_HANDLED.labels(self.service, envelope.type, "success").inc()
-        if task is not None:
-            metrics.TASKS.labels(self.service, task.task_name, TaskState.SUCCESS.value).inc()
-        return records
-
-    def _stored(
-        self, event_id: str, known: dict[str, list[OutgoingRecord]] | None
-    ) -> list[OutgoingRecord] | None:
-        if self.store is None:
-            return None
-        if known is not None:
-            return known.get(event_id)
-        return self.store.stored(event_id)
-
-    def _end_unrun(
-        self, envelope: Envelope, task: Command, final: TaskState
-    ) -> list[OutgoingRecord]:
-        assert envelope.taskid is not None
-        status = self.reporter.record(
-            envelope.taskid, task.task_name, final, attempt=envelope.attempt, cause=envelope
-        )
-        if self.store is not None:
-            with self.store.db.session() as session:
-                self.store.add(session, envelope.id, envelope.type, [status])
-        metrics.EVENTS_HANDLED.labels(self.service, envelope.type, final.value.lower()).inc()
-        metrics.TASKS.labels(self.service, task.task_name, final.value).inc()
-        return [status]
-
-    def _defer(
-        self, record: ConsumedRecord, envelope: Envelope, task: Command, wait: float
-    ) -> list[OutgoingRecord]:
-        assert envelope.taskid is not None
-        records = [self.failures.delayed(record, wait, None, envelope.attempt)]
-        if self.names.tier_of(record.topic) is None:
-            records.append(
-                self.reporter.record(
-                    envelope.taskid,
-                    task.task_name,
-                    TaskState.SCHEDULED,
-                    attempt=envelope.attempt,
-                    cause=envelope,
-                    next_attempt_at=task.options.eta,
-                )
-            )
-        return records
-
-    def _status_nowait(self, envelope: Envelope, task: Command, state: TaskState) -> None:
-        assert envelope.taskid is not None
-        self.producer.send_nowait(
-            [
-                self.reporter.record(
-                    envelope.taskid, task.task_name, state, attempt=envelope.attempt, cause=envelope
-                )
-            ]
-        )
-        metrics.TASKS.labels(self.service, task.task_name, state.value).inc()
-
-
-def _event_id(record: ConsumedRecord) -> str | None:
-    raw = record.header_map().get("ce_id")
-    return raw.decode(errors="replace") if raw is not None else None
-
-
-def _attempt_of(record: ConsumedRecord) -> int:
-    raw = record.header_map().get(rules.H_ATTEMPT, b"1")
-    return int(raw) if raw.isdigit() else 1
-
-
-def _rollback(session: Any) -> None:
-    if session is not None:
-        session.rollback()
 
 
 def _check_payload_annotation(handler: Callable[..., Any], model: type[Payload]) -> None:
