@@ -193,6 +193,7 @@ class OutboxRelay(BackgroundLoop):
         self.keep_sent = keep_sent
         # Called in the transaction that sets rows aside (the gateway fails their tasks).
         self.on_refused = on_refused
+        self._topics = {name for name, _ in outbox.names.all_specs()}
         self._last_purge = datetime.now(UTC)
 
     def relay_once(self) -> int:
@@ -242,11 +243,15 @@ class OutboxRelay(BackgroundLoop):
         The batch goes at once; only when the broker refuses something in it are its rows
         produced one by one, to set aside exactly the refused ones."""
         limit = self.outbox.max_record_bytes
-        refused = [
-            _refused_row(row, f"record of {size} bytes is over the {limit}-byte limit")
-            for row in rows
-            if (size := record_size(_record(row))) > limit
-        ]
+        refused = []
+        for row in rows:
+            if (size := record_size(_record(row))) > limit:
+                refused.append(
+                    _refused_row(row, f"record of {size} bytes is over the {limit}-byte limit")
+                )
+            elif row.topic not in self._topics:
+                # librdkafka would wait for it to appear, holding up every row after it.
+                refused.append(_refused_row(row, f"topic {row.topic!r} is not declared"))
         skipped = {r.id for r in refused}
         sendable = [row for row in rows if row.id not in skipped]
         try:

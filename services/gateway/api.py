@@ -1,27 +1,37 @@
-"""The gateway's HTTP routes under /api/v1 (DESIGN.md §6)."""
+"""The gateway's HTTP routes under /api/v1 (DESIGN.md §6). Every route needs a bearer token
+with its scope; every parameter is bounded, so bad input is a 4xx, never a 500."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from fastapi import (
     APIRouter,
     Depends,
     HTTPException,
+    Path,
     Query,
     Request,
     WebSocket,
     WebSocketDisconnect,
     status,
 )
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
-from services.gateway.auth import require
-from services.gateway.commands import CommandRejected, issue_task, options_from, publish_command
+from services.gateway.auth import bearer, bearer_scopes, require, require_task_scope
+from services.gateway.commands import (
+    CommandConflict,
+    CommandRejected,
+    CommandTooLarge,
+    issue_task,
+    options_from,
+    start_publish,
+)
 from services.gateway.models import (
     Campaign,
     CandidateSegment,
@@ -32,22 +42,36 @@ from services.gateway.models import (
 )
 from services.gateway.replay import replay_dead_letter
 from services.gateway.schemas import (
+    ERROR_RESPONSES,
+    ID_PATTERN,
     CampaignIn,
     CampaignOut,
     CandidatesIn,
     DeadLetterOut,
     JobIn,
     PublishIn,
+    RefusedRecordOut,
     TaskIn,
     TaskOptionsIn,
     TaskOut,
+    TicketOut,
 )
 from shared.envelope import new_event
-from shared.events import FINAL_STATES, TaskRevoked, TaskState
-from shared.outbox import Outbox
+from shared.events import FINAL_STATES, MAX_ID_LENGTH, TaskRevoked, TaskState
+from shared.outbox import Outbox, RecordTooLarge
 from shared.schedules import load_schedules
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+
+# Path and query parameters: bounded, and free of what no database stores (NUL, controls).
+IdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+NamePath = Annotated[str, Path(min_length=1, max_length=100, pattern=ID_PATTERN)]
+DeadLetterPath = Annotated[str, Path(min_length=1, max_length=300, pattern=ID_PATTERN)]
+CandidatePath = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+FilterQuery = Annotated[str | None, Query(min_length=1, max_length=250, pattern=ID_PATTERN)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def db_session(request: Request) -> Any:
@@ -75,6 +99,15 @@ def get_or_404(session: Session, model: type[M], key: str, what: str, *, lock: b
     return row
 
 
+def _refusal(exc: CommandRejected) -> HTTPException:
+    """The HTTP answer to a command that cannot be issued."""
+    if isinstance(exc, CommandConflict):
+        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    if isinstance(exc, CommandTooLarge):
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc))
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+
 def _options(body: TaskOptionsIn) -> Any:
     try:
         return options_from(
@@ -87,7 +120,7 @@ def _options(body: TaskOptionsIn) -> Any:
             time_limit=body.time_limit,
         )
     except CommandRejected as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise _refusal(exc) from exc
 
 
 def _task_out(task: Task) -> TaskOut:
@@ -122,7 +155,7 @@ def create_job(body: JobIn, session: DB) -> dict[str, str]:
 def create_campaign(body: CampaignIn, session: DB) -> dict[str, str]:
     if session.get(Job, body.job_id) is None:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"job {body.job_id} does not exist"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"job_id: job {body.job_id} does not exist"
         )
     campaign = Campaign(id=str(uuid.uuid4()), status="draft", external_ids={}, **body.model_dump())
     session.add(campaign)
@@ -132,9 +165,11 @@ def create_campaign(body: CampaignIn, session: DB) -> dict[str, str]:
 @router.get("/campaigns", dependencies=[Depends(require("campaigns:read"))])
 def list_campaigns(
     session: DB,
-    status_: Annotated[str | None, Query(alias="status")] = None,
-    platform: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status_: Annotated[
+        str | None, Query(alias="status", min_length=1, max_length=16, pattern=r"^[a-z_]+$")
+    ] = None,
+    platform: Literal["meta", "google"] | None = None,
+    limit: Limit = 100,
 ) -> list[CampaignOut]:
     query = sa.select(Campaign).order_by(Campaign.created_at.desc()).limit(limit)
     if status_:
@@ -145,7 +180,7 @@ def list_campaigns(
 
 
 @router.get("/campaigns/{campaign_id}", dependencies=[Depends(require("campaigns:read"))])
-def get_campaign(campaign_id: str, session: DB) -> CampaignOut:
+def get_campaign(campaign_id: IdPath, session: DB) -> CampaignOut:
     campaign = get_or_404(session, Campaign, campaign_id, "campaign")
     return _campaign_out(campaign)
 
@@ -156,49 +191,42 @@ def get_campaign(campaign_id: str, session: DB) -> CampaignOut:
     dependencies=[Depends(require("campaigns:write"))],
 )
 def publish_campaign(
-    campaign_id: str,
+    campaign_id: IdPath,
     session: DB,
     outbox: OutboxDep,
     request: Request,
     body: PublishIn | None = None,
 ) -> dict[str, str]:
     campaign = get_or_404(session, Campaign, campaign_id, "campaign", lock=True)
-    if campaign.status != "draft":
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"campaign is {campaign.status!r}; only a draft can be published",
-        )
     options = _options(body or PublishIn())
     try:
-        command = publish_command(session, campaign, options)
+        task = start_publish(session, outbox, campaign, options)
     except CommandRejected as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
-    task = issue_task(
-        session,
-        outbox,
-        "campaign.publish",
-        kwargs={"campaign_id": campaign.id},
-        options=options,
-        command=command,
-        subject=campaign.id,
-    )
-    campaign.status = "publishing"
-    campaign.task_id = task.id
-    campaign.updated_at = datetime.now(UTC)
+        raise _refusal(exc) from exc
     request.state.notify_outbox = True
     return {"task_id": task.id}
 
 
 # --- tasks ------------------------------------------------------------------------------------
-@router.post("/tasks", status_code=202, dependencies=[Depends(require("tasks:write"))])
-def run_task(body: TaskIn, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
+TaskWriter = Annotated[frozenset[str], Depends(require("tasks:write"))]
+
+
+@router.post("/tasks", status_code=202)
+def run_task(
+    body: TaskIn, session: DB, outbox: OutboxDep, request: Request, scopes: TaskWriter
+) -> dict[str, str]:
+    """Run a task by name. Besides tasks:write, the token needs the scope of the resource the
+    task acts on (campaigns:write for campaign.*, metrics.*; ml:write for ml.*), and the task
+    meets the same preconditions as that resource's endpoint (409 for a campaign.publish of
+    a campaign that is not a draft)."""
+    require_task_scope(body.name, scopes)
     options = _options(body)
     try:
         task = issue_task(
             session, outbox, body.name, args=body.args, kwargs=body.kwargs, options=options
         )
     except CommandRejected as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise _refusal(exc) from exc
     request.state.notify_outbox = True
     return {"task_id": task.id}
 
@@ -206,14 +234,16 @@ def run_task(body: TaskIn, session: DB, outbox: OutboxDep, request: Request) -> 
 @router.get("/tasks", dependencies=[Depends(require("tasks:read"))])
 def list_tasks(
     session: DB,
-    state: str | None = None,
-    name: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    state: Annotated[str | None, Query(min_length=1, max_length=16, pattern=r"^[A-Za-z]+$")] = None,
+    name: FilterQuery = None,
+    limit: Limit = 100,
 ) -> list[TaskOut]:
     query = sa.select(Task).order_by(Task.updated_at.desc()).limit(limit)
     if state:
         if state.upper() not in TaskState.__members__:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown state {state!r}")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"state: unknown state {state!r}"
+            )
         query = query.where(Task.state == state.upper())
     if name:
         query = query.where(Task.name == name)
@@ -221,7 +251,7 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", dependencies=[Depends(require("tasks:read"))])
-def get_task(task_id: str, session: DB) -> TaskOut:
+def get_task(task_id: IdPath, session: DB) -> TaskOut:
     task = get_or_404(session, Task, task_id, "task")
     return _task_out(task)
 
@@ -229,7 +259,9 @@ def get_task(task_id: str, session: DB) -> TaskOut:
 @router.post(
     "/tasks/{task_id}/revoke", status_code=202, dependencies=[Depends(require("tasks:write"))]
 )
-def revoke_task(task_id: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
+def revoke_task(
+    task_id: IdPath, session: DB, outbox: OutboxDep, request: Request
+) -> dict[str, str]:
     task = get_or_404(session, Task, task_id, "task", lock=True)
     if TaskState(task.state) in FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task is already {task.state}")
@@ -254,13 +286,30 @@ def revoke_task(task_id: str, session: DB, outbox: OutboxDep, request: Request) 
     return {"task_id": task_id, "state": task.state}
 
 
+@router.post("/tickets", status_code=201)
+def issue_ticket(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> TicketOut:
+    """A short-lived, single-use ticket for `WS /tasks/stream?ticket=...`, carrying this
+    token's scopes: browsers cannot set the WebSocket's headers, and a long-lived token must
+    never be put in a URL."""
+    scopes = bearer_scopes(request, credentials)
+    ttl = float(request.app.state.settings.ticket_ttl)
+    return TicketOut(ticket=request.app.state.tokens.tickets.issue(scopes, ttl), expires_in=ttl)
+
+
 @router.websocket("/tasks/stream")
 async def task_stream(websocket: WebSocket) -> None:
-    """Every task transition as `{task_id, state, progress, result}`; token in the
-    Authorization header or the `token` query parameter (browsers cannot set headers)."""
+    """Every task transition as `{task_id, state, progress, result}`. Authenticated by the
+    Authorization header, or by a ticket from POST /tickets in the `ticket` query parameter."""
+    registry = websocket.app.state.tokens
     header = websocket.headers.get("authorization", "")
-    token = header.removeprefix("Bearer ").strip() or websocket.query_params.get("token")
-    scopes = websocket.app.state.tokens.scopes_of(token)
+    if header:
+        scheme, _, token = header.partition(" ")
+        scopes = registry.scopes_of(token.strip()) if scheme.lower() == "bearer" else None
+    else:
+        scopes = registry.tickets.redeem(websocket.query_params.get("ticket"))
     await websocket.accept()
     if scopes is None or "tasks:read" not in scopes:
         # Accepted first so the client sees why: 4401 unauthenticated, 4403 missing scope.
@@ -282,9 +331,9 @@ async def task_stream(websocket: WebSocket) -> None:
 @router.get("/dead-letters", dependencies=[Depends(require("dlq:read"))])
 def list_dead_letters(
     session: DB,
-    topic: str | None = None,
+    topic: FilterQuery = None,
     include_replayed: bool = False,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[DeadLetterOut]:
     query = sa.select(DeadLetter).order_by(DeadLetter.dead_at.desc()).limit(limit)
     if topic:
@@ -299,11 +348,50 @@ def list_dead_letters(
     status_code=202,
     dependencies=[Depends(require("dlq:write"))],
 )
-def replay(dead_letter_id: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, Any]:
+def replay(
+    dead_letter_id: DeadLetterPath,
+    session: DB,
+    outbox: OutboxDep,
+    request: Request,
+    force: Annotated[bool, Query(description="Replay again one already replayed.")] = False,
+) -> dict[str, Any]:
+    """Send a dead letter back to its topic, once: 409 if it was replayed already, unless
+    `force`."""
     dead = get_or_404(session, DeadLetter, dead_letter_id, "dead letter", lock=True)
-    replay_dead_letter(session, outbox, dead)
+    if dead.replayed_at is not None and not force:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"dead letter was replayed {dead.replay_count} time(s), last at "
+            f"{dead.replayed_at.isoformat()}; pass force=true to replay it again",
+        )
+    try:
+        replay_dead_letter(session, outbox, dead)
+    except RecordTooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
     request.state.notify_outbox = True
     return {"id": dead.id, "replayed_to": dead.original_topic, "task_id": dead.task_id}
+
+
+# --- the outbox --------------------------------------------------------------------------------
+@router.get("/outbox/refused", dependencies=[Depends(require("dlq:read"))])
+def list_refused_records(
+    session: DB, outbox: OutboxDep, limit: Limit = 100
+) -> list[RefusedRecordOut]:
+    """Commands the broker refused for good (e.g. too large), set aside so that later ones
+    keep flowing; their tasks ended FAILURE with the reason."""
+    return [
+        RefusedRecordOut(
+            id=row.id,
+            topic=row.topic,
+            event_type=row.event_type,
+            task_id=row.task_id,
+            size=row.size,
+            reason=row.reason,
+            created_at=row.created_at,
+            refused_at=row.refused_at,
+        )
+        for row in outbox.refused(session, limit)
+    ]
 
 
 # --- schedules --------------------------------------------------------------------------------
@@ -320,15 +408,25 @@ def list_schedules(request: Request) -> list[dict[str, Any]]:
 @router.post(
     "/schedules/{name}/run", status_code=202, dependencies=[Depends(require("schedules:write"))]
 )
-def run_schedule(name: str, session: DB, outbox: OutboxDep, request: Request) -> dict[str, str]:
+def run_schedule(
+    name: NamePath, session: DB, outbox: OutboxDep, request: Request
+) -> dict[str, str]:
     schedules = load_schedules(request.app.state.settings.schedules_file)
     schedule = schedules.get(name)
     if schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"schedule {name!r} not found")
-    options = options_from(priority=schedule.priority, expires=schedule.expires)
-    task = issue_task(
-        session, outbox, schedule.task, args=schedule.args, kwargs=schedule.kwargs, options=options
-    )
+    try:
+        options = options_from(priority=schedule.priority, expires=schedule.expires)
+        task = issue_task(
+            session,
+            outbox,
+            schedule.task,
+            args=schedule.args,
+            kwargs=schedule.kwargs,
+            options=options,
+        )
+    except CommandRejected as exc:
+        raise _refusal(exc) from exc
     request.state.notify_outbox = True
     return {"task_id": task.id, "schedule": name}
 
@@ -338,8 +436,13 @@ def run_schedule(name: str, session: DB, outbox: OutboxDep, request: Request) ->
 def upsert_candidates(
     body: CandidatesIn, session: DB, outbox: OutboxDep, request: Request
 ) -> dict[str, int]:
-    for candidate in body.candidates:
-        outbox.add(session, new_event(candidate, source="gateway", subject=candidate.candidate_id))
+    try:
+        for candidate in body.candidates:
+            outbox.add(
+                session, new_event(candidate, source="gateway", subject=candidate.candidate_id)
+            )
+    except RecordTooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
     request.state.notify_outbox = True
     return {"accepted": len(body.candidates)}
 
@@ -355,7 +458,7 @@ def list_segments(session: DB) -> list[dict[str, Any]]:
 
 
 @router.get("/segments/{candidate_id}", dependencies=[Depends(require("ml:read"))])
-def candidate_segment(candidate_id: str, session: DB) -> dict[str, Any]:
+def candidate_segment(candidate_id: CandidatePath, session: DB) -> dict[str, Any]:
     row = session.get(CandidateSegment, candidate_id)
     if row is None:
         raise HTTPException(

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.api import router
 from services.gateway.auth import TokenRegistry
 from services.gateway.live import TaskUpdateHub
+from services.gateway.monitor import router as monitor_router
+from services.gateway.schemas import validation_errors
 from services.gateway.settings import GatewaySettings
 from shared.service import Component, ServiceKit
-
-STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
@@ -42,13 +42,21 @@ def create_app(
         version="1.0",
         description="Publish ad campaigns, run and watch tasks, operate dead letters.",
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,  # 413 above it
     )
     app.state.settings = settings
     app.state.db = kit.db
     app.state.outbox = kit.outbox
     app.state.hub = hub
-    app.state.tokens = TokenRegistry(settings.api_token.get_secret_value(), settings.api_tokens)
+    app.state.tokens = TokenRegistry(
+        settings.api_token.get_secret_value(), settings.api_tokens.get_secret_value()
+    )
     app.include_router(router)
+    app.include_router(monitor_router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
     @app.middleware("http")
     async def wake_relay(
@@ -75,9 +83,5 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/monitor", include_in_schema=False)
-    def monitor() -> FileResponse:
-        return FileResponse(STATIC / "monitor.html", media_type="text/html")
 
     return app

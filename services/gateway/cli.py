@@ -103,9 +103,13 @@ def dlq_list(
 
 
 @dlq_app.command("replay")
-def dlq_replay(dead_letter_id: str) -> None:
-    """Send a dead letter back to its original topic (same task id, attempts reset)."""
-    result = _call("POST", f"/dead-letters/{dead_letter_id}/replay")
+def dlq_replay(
+    dead_letter_id: str,
+    force: Annotated[bool, typer.Option(help="Replay one that was replayed already")] = False,
+) -> None:
+    """Send a dead letter back to its original topic (same task id, attempts reset), once."""
+    params = {"force": "true"} if force else None
+    result = _call("POST", f"/dead-letters/{dead_letter_id}/replay", params=params)
     typer.echo(f"replayed to {result['replayed_to']} (task {result['task_id']})")
 
 

@@ -1,9 +1,12 @@
 """Issuing commands: a task row and its command event, written in one transaction (the
-outbox relay produces the event). Every way a task starts goes through `issue_task`."""
+outbox relay produces the event). Every way a task starts goes through `issue_task`, and
+every way a campaign is published through `start_publish` (the same precondition whichever
+endpoint asks)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,13 +24,22 @@ from shared.events import (
     TaskOptions,
     TaskState,
 )
-from shared.outbox import Outbox
+from shared.outbox import Outbox, RecordTooLarge, RefusedRow
 
 SOURCE = "gateway"
 
 
 class CommandRejected(ValueError):
-    """The command cannot be issued as asked (unknown task, bad arguments, wrong state)."""
+    """The command cannot be issued as asked (unknown task, bad arguments)."""
+
+
+class CommandConflict(CommandRejected):
+    """The command conflicts with its resource's state (publishing a campaign that is not a
+    draft)."""
+
+
+class CommandTooLarge(CommandRejected):
+    """The command's record would be larger than the broker takes."""
 
 
 def options_from(
@@ -86,6 +98,29 @@ def publish_command(session: Session, campaign: Campaign, options: TaskOptions) 
     )
 
 
+def start_publish(
+    session: Session, outbox: Outbox, campaign: Campaign, options: TaskOptions
+) -> Task:
+    """Publish a draft campaign: its task and command, and the campaign `publishing`.
+    The caller holds the campaign's row lock."""
+    if campaign.status != "draft":
+        raise CommandConflict(f"campaign is {campaign.status!r}; only a draft can be published")
+    command = publish_command(session, campaign, options)
+    task = issue_task(
+        session,
+        outbox,
+        "campaign.publish",
+        kwargs={"campaign_id": campaign.id},
+        options=options,
+        command=command,
+        subject=campaign.id,
+    )
+    campaign.status = "publishing"
+    campaign.task_id = task.id
+    campaign.updated_at = datetime.now(UTC)
+    return task
+
+
 def build_command(
     session: Session, name: str, kwargs: dict[str, Any], options: TaskOptions
 ) -> tuple[Command, str]:
@@ -93,13 +128,7 @@ def build_command(
     if name not in TASK_COMMANDS:
         raise CommandRejected(f"unknown task {name!r}; known: {', '.join(sorted(TASK_COMMANDS))}")
     if name == "campaign.publish":
-        campaign_id = kwargs.get("campaign_id")
-        campaign = session.get(Campaign, campaign_id) if isinstance(campaign_id, str) else None
-        if campaign is None:
-            raise CommandRejected(
-                "campaign.publish needs kwargs.campaign_id of an existing campaign"
-            )
-        return publish_command(session, campaign, options), campaign.id
+        raise CommandRejected("campaign.publish starts through start_publish")
     model = CONTRACTS[TASK_COMMANDS[name]].model
     try:
         command = model.model_validate({**kwargs, "options": options})
@@ -125,6 +154,8 @@ def issue_task(
     """Record the task (PENDING, or SCHEDULED when it has an ETA) and its command event."""
     options = options or TaskOptions()
     kwargs = dict(kwargs or {})
+    if command is None and name == "campaign.publish":
+        return _publish_by_name(session, outbox, kwargs, options)
     if command is None:
         command, subject = build_command(session, name, kwargs, options)
     task_id = task_id or str(uuid.uuid4())
@@ -144,8 +175,69 @@ def issue_task(
         updated_at=now,
     )
     session.add(task)
-    outbox.add(
-        session,
-        new_event(command, source=SOURCE, subject=subject or task_id, taskid=task_id),
-    )
+    try:
+        outbox.add(
+            session,
+            new_event(command, source=SOURCE, subject=subject or task_id, taskid=task_id),
+        )
+    except RecordTooLarge as exc:
+        raise CommandTooLarge(f"the {name} command is too large: {exc}") from exc
     return task
+
+
+def _publish_by_name(
+    session: Session, outbox: Outbox, kwargs: dict[str, Any], options: TaskOptions
+) -> Task:
+    """`campaign.publish` run by name (POST /tasks, a schedule): the campaign's own door."""
+    campaign_id = kwargs.get("campaign_id")
+    campaign = (
+        session.get(Campaign, campaign_id, with_for_update=True)
+        if isinstance(campaign_id, str) and set(kwargs) == {"campaign_id"}
+        else None
+    )
+    if campaign is None:
+        raise CommandRejected(
+            "campaign.publish takes exactly kwargs.campaign_id, of an existing campaign"
+        )
+    return start_publish(session, outbox, campaign, options)
+
+
+def fail_refused_commands(
+    session: Session, rows: Sequence[RefusedRow], notify: Callable[[dict[str, Any]], None]
+) -> None:
+    """The outbox relay's hook: a command the broker refused will never run, so its task
+    ends FAILURE with the reason (and a campaign being published, `failed`)."""
+    now = datetime.now(UTC)
+    for row in rows:
+        task = session.get(Task, row.task_id, with_for_update=True) if row.task_id else None
+        if task is None or TaskState(task.state).is_final:
+            continue
+        error = {
+            "error_class": "RecordRefused",
+            "message": f"the broker refused the command: {row.reason}",
+            "transient": False,
+        }
+        task.state = TaskState.FAILURE.value
+        task.error = error
+        task.next_attempt_at = None
+        task.updated_at = now
+        task.history = [
+            *(task.history or []),
+            {"state": "FAILURE", "at": now.isoformat(), "error": error["message"]},
+        ]
+        if task.name == "campaign.publish":
+            campaign = session.get(Campaign, (task.kwargs or {}).get("campaign_id"))
+            if campaign is not None and campaign.status == "publishing":
+                campaign.status = "failed"
+                campaign.last_error = error
+                campaign.updated_at = now
+        notify(
+            {
+                "task_id": task.id,
+                "name": task.name,
+                "state": task.state,
+                "progress": task.progress,
+                "result": None,
+                "attempt": task.attempts,
+            }
+        )

@@ -1,35 +1,152 @@
-"""Request and response bodies of the gateway's HTTP API."""
+"""Request and response bodies of the gateway's HTTP API, with a bound on every free-form field
+and list: hostile input is a 422 naming the field, never a 500 further down."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import math
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from shared.events import CandidateUpserted
+from shared.currencies import check_amount, check_currency
+from shared.events import (
+    MAX_IDS_PER_COMMAND,
+    MAX_RETRIES,
+    MAX_RETRY_DELAY_SECONDS,
+    MAX_SCHEDULE_AHEAD_SECONDS,
+    MAX_TIME_LIMIT_SECONDS,
+    CandidateUpserted,
+)
+
+# Free-form JSON (targeting, args, kwargs): serialized size and nesting depth.
+MAX_JSON_BYTES = 16_384
+MAX_JSON_DEPTH = 16
+MAX_ARGS = 100
+# Ids the gateway hands out (uuids) and the names of tasks, topics and schedules.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
+
+
+def _bad_character(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        return "must not contain unpaired surrogates"
+    return None
+
+
+def single_line(value: str) -> str:
+    """A name: printable text on one line (no control characters)."""
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _check_json(value: Any) -> Any:
+    def walk(node: Any, depth: int) -> None:
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, str):
+            problem = _bad_character(node)
+            if problem:
+                raise ValueError(problem)
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                walk(key, depth + 1)
+                walk(item, depth + 1)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, depth + 1)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("must not contain NaN or infinite numbers")
+
+    walk(value, 0)
+    size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"is {size} bytes of JSON; at most {MAX_JSON_BYTES}")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(single_line)]
+OptionalName = Annotated[str, Field(max_length=200), AfterValidator(single_line)]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
+JsonList = Annotated[list[Any], Field(max_length=MAX_ARGS), AfterValidator(_check_json)]
 
 
 class Body(BaseModel):
+    """Base of request bodies: unknown fields refused, and no string anywhere in the body
+    (nested ones too) with a NUL or an unpaired surrogate, which no database stores."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_unstorable_text(self) -> Body:
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, str):
+                problem = _bad_character(node)
+                if problem:
+                    raise ValueError(f"{path}: {problem}")
+            elif isinstance(node, BaseModel):
+                for name in type(node).model_fields:
+                    walk(getattr(node, name), f"{path}.{name}" if path else name)
+            elif isinstance(node, dict):
+                for key, item in node.items():
+                    walk(key, path)
+                    walk(item, f"{path}.{key}")
+            elif isinstance(node, list | tuple):
+                for index, item in enumerate(node):
+                    walk(item, f"{path}[{index}]")
+
+        walk(self, "")
+        return self
 
 
 class JobIn(Body):
-    title: str = Field(min_length=1, max_length=200)
+    title: Name
     description: str = Field(default="", max_length=5000)
-    company: str = Field(min_length=1, max_length=200)
-    location: str = Field(default="", max_length=200)
-    url: HttpUrl
+    company: Name
+    location: OptionalName = ""
+    url: HttpUrl = Field(max_length=2000)
 
 
 class CampaignIn(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     platform: Literal["meta", "google"]
-    job_id: str
-    daily_budget: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    targeting: dict[str, Any] = Field(default_factory=dict)
+    job_id: Id
+    currency: str = Field(
+        min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", description="ISO 4217 code."
+    )
+    daily_budget: Decimal = Field(
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="Major units of the currency, with no more decimals than it has.",
+    )
+    targeting: JsonObject = Field(
+        default_factory=dict, description=f"At most {MAX_JSON_BYTES} bytes of JSON."
+    )
+
+    _iso_currency = field_validator("currency")(check_currency)
+
+    @field_validator("daily_budget")
+    @classmethod
+    def _budget_fits_currency(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        currency = info.data.get("currency")
+        return check_amount(value, currency) if currency else value
 
 
 class CampaignOut(BaseModel):
@@ -49,16 +166,50 @@ class CampaignOut(BaseModel):
     updated_at: datetime
 
 
+def _within_horizon(value: datetime | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    horizon = timedelta(seconds=MAX_SCHEDULE_AHEAD_SECONDS)
+    try:
+        offset = value - datetime.now(UTC)
+    except OverflowError:
+        offset = None
+    if offset is None or abs(offset) > horizon:
+        raise ValueError(f"{field} must be within {horizon.days} days of now")
+    return value
+
+
 class TaskOptionsIn(Body):
-    countdown: float | None = Field(default=None, ge=0, description="Seconds from now.")
-    eta: datetime | None = None
-    expires: datetime | float | None = Field(
-        default=None, description="A time, or seconds from now."
+    countdown: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SCHEDULE_AHEAD_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds from now.",
     )
+    eta: AwareDatetime | None = Field(
+        default=None, description="Run no earlier than this time (with its UTC offset)."
+    )
+    expires: (
+        AwareDatetime
+        | Annotated[float, Field(ge=0, le=MAX_SCHEDULE_AHEAD_SECONDS, allow_inf_nan=False)]
+        | None
+    ) = Field(default=None, description="A time, or seconds from now.")
     priority: Literal["high", "normal", "low"] | None = None
-    max_retries: int | None = Field(default=None, ge=0, le=100)
-    retry_delay: float | None = Field(default=None, ge=0)
-    time_limit: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
+    retry_delay: float | None = Field(
+        default=None, ge=0, le=MAX_RETRY_DELAY_SECONDS, allow_inf_nan=False
+    )
+    time_limit: float | None = Field(
+        default=None, gt=0, le=MAX_TIME_LIMIT_SECONDS, allow_inf_nan=False
+    )
+
+    @field_validator("eta", "expires")
+    @classmethod
+    def _near_enough(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, datetime):
+            return _within_horizon(value, str(info.field_name))
+        return value
 
 
 class PublishIn(TaskOptionsIn):
@@ -66,9 +217,9 @@ class PublishIn(TaskOptionsIn):
 
 
 class TaskIn(TaskOptionsIn):
-    name: str
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN)
+    args: JsonList = Field(default_factory=list)
+    kwargs: JsonObject = Field(default_factory=dict)
 
 
 class TaskOut(BaseModel):
@@ -103,5 +254,66 @@ class DeadLetterOut(BaseModel):
     replay_count: int
 
 
+class RefusedRecordOut(BaseModel):
+    """An outbox record the broker refused for good, set aside with its reason."""
+
+    id: int
+    topic: str
+    event_type: str | None
+    task_id: str | None
+    size: int
+    reason: str
+    created_at: datetime | None
+    refused_at: datetime | None
+
+
+class TicketOut(BaseModel):
+    ticket: str
+    expires_in: float
+
+
 class CandidatesIn(Body):
-    candidates: list[CandidateUpserted] = Field(min_length=1, max_length=10000)
+    candidates: list[CandidateUpserted] = Field(min_length=1, max_length=MAX_IDS_PER_COMMAND)
+
+
+class ErrorOut(BaseModel):
+    """Why a request was refused: a sentence, or pydantic's list of field errors."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_ERROR = {"model": ErrorOut}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_ERROR, "description": "Malformed request"},
+    401: {**_ERROR, "description": "Missing or invalid bearer token"},
+    403: {**_ERROR, "description": "The token lacks the scope"},
+    404: {**_ERROR, "description": "Not found"},
+    409: {**_ERROR, "description": "Conflicts with the resource's state"},
+    413: {
+        "description": "Request body, or the command it makes, too large",
+        "content": {
+            "application/json": {"schema": ErrorOut.model_json_schema()},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    },
+    422: {**_ERROR, "description": "Invalid input; the detail names the field"},
+}
+
+
+def validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic's errors as a 422 body: where and why, without echoing the input (which may
+    be megabytes, NaN or text no JSON encoder takes)."""
+
+    def safe(part: Any) -> Any:
+        if isinstance(part, int):
+            return part
+        return str(part).encode("utf-8", "backslashreplace").decode()[:200]
+
+    return [
+        {
+            "type": safe(error.get("type", "")),
+            "loc": [safe(part) for part in error.get("loc", ())],
+            "msg": safe(error.get("msg", "")),
+        }
+        for error in errors
+    ]

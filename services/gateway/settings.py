@@ -1,16 +1,22 @@
-"""The gateway's settings: HTTP address, API tokens and where the schedules file is."""
+"""The gateway's settings: HTTP port, API tokens, request limits and where the schedules
+file is (the address it listens on is the common `bind_address`)."""
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
 
+DEFAULT_API_TOKEN = "dev-token"
+
 
 class GatewaySettings(ServiceSettings):
-    # Bearer token with every scope.
-    api_token: SecretStr = SecretStr("dev-token")
+    # Bearer token with every scope. The default is refused on a non-loopback bind_address.
+    api_token: SecretStr = SecretStr(DEFAULT_API_TOKEN)
     # Extra tokens with limited scopes, as JSON: {"<token>": ["tasks:read", ...]}.
-    api_tokens: str = ""
-    http_host: str = "127.0.0.1"
+    api_tokens: SecretStr = SecretStr("")
     http_port: int = 8000
+    # Largest request body accepted (413 above it).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Lifetime of a WebSocket ticket (POST /api/v1/tickets).
+    ticket_ttl: float = Field(default=60.0, gt=0, le=3600)

@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session
 
@@ -19,7 +25,7 @@ from shared.db import Database, tracking_tables
 from shared.envelope import new_event
 from shared.events import TaskState, TaskStatus
 from shared.outbox import Outbox, OutboxRelay, RecordTooLarge, RefusedRow
-from shared.producer import EventProducer, OutgoingRecord
+from shared.producer import DeliveryFailed, EventProducer, OutgoingRecord
 from shared.topics import TopicNames
 from tests.support.kafka import read_events
 
@@ -43,15 +49,31 @@ def refused_count() -> float:
 
 @pytest.fixture
 def small_topic(kafka_bootstrap: str, names: TopicNames) -> str:
-    """A topic whose broker-side limit is 1 KiB, so the broker refuses a bigger record."""
-    topic = names.topic("test.small")
+    """A declared topic of this test whose broker-side limit is now 1 KiB, so the broker
+    refuses a bigger record."""
+    topic = names.topic("ml.model_trained")
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(topic, 1, 1, config={"max.message.bytes": "1024"})], operation_timeout=30
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", "1024", incremental_operation=AlterConfigOpType.SET)
+        ],
     )
-    futures[topic].result(30)
-    yield topic
-    admin.delete_topics([topic], operation_timeout=30)
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+    probe = EventProducer(kafka_bootstrap, "probe")
+
+    def refused() -> bool:  # the broker applies a topic's new config a moment later
+        try:
+            probe.send_batch([OutgoingRecord(topic, b"k", base64.b64encode(os.urandom(6000)), [])])
+        except DeliveryFailed:
+            return True
+        return False
+
+    wait_for(refused, 30, 0.5, "the broker to apply the topic's 1 KiB limit")
+    probe.close()
+    return topic
 
 
 def test_a_record_too_large_is_refused_before_it_enters_the_outbox(
@@ -90,6 +112,8 @@ def test_the_relay_sets_refused_rows_aside_and_keeps_later_rows_flowing(
                 created_at=datetime.now(UTC),
             )
         )
+        undeclared = OutgoingRecord(names.topic("no.such.topic"), b"k", b"{}", [])
+        outbox.add_record(session, undeclared)
         for i in range(3):
             outbox.add(
                 session, new_event(status(f"after-{i}"), source="test", subject=f"after-{i}")
@@ -118,7 +142,7 @@ def test_the_relay_sets_refused_rows_aside_and_keeps_later_rows_flowing(
             0.5,
             "every row around the refused ones produced",
         )
-        wait_for(lambda: len(seen) == 2, 60, 0.2, "both refused rows set aside")
+        wait_for(lambda: len(seen) == 3, 60, 0.2, "the three refused rows set aside")
         assert relay.healthy()
         with tracking_db.session() as session:
             listed = outbox.refused(session)
@@ -132,7 +156,8 @@ def test_the_relay_sets_refused_rows_aside_and_keeps_later_rows_flowing(
         assert "MSG_SIZE_TOO_LARGE" in by_topic[small_topic].reason
         assert by_topic[small_topic].task_id == "t1"
         assert "over the 900000-byte limit" in by_topic[names.topic("task.status")].reason
-        assert refused_count() - before == 2
+        assert "is not declared" in by_topic[names.topic("no.such.topic")].reason
+        assert refused_count() - before == 3
         # Later commands still flow after the refusals.
         with tracking_db.session() as session:
             outbox.add(session, new_event(status("later"), source="test", subject="later"))
