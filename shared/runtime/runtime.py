@@ -136,6 +136,7 @@ class ConsumerRuntime(BackgroundLoop):
         self._catching_up: dict[TopicPartitionKey, int] = {}
         self._last_purge = time.monotonic()
         self._running_ids: Counter[str] = Counter()
+        self.last_poll = time.monotonic()
         self._executor = RecordExecutor(
             service=service,
             names=names,
@@ -336,7 +337,12 @@ class ConsumerRuntime(BackgroundLoop):
             log.debug("commit of %s: %s", self.group, exc)
 
     # --- the loop -----------------------------------------------------------------------
+    def healthy(self) -> bool:
+        """The loop thread is alive and has polled recently (a wedged loop is not healthy)."""
+        return super().healthy() and time.monotonic() - self.last_poll < 120
+
     def _tick(self, consumer: RecordConsumer) -> None:
+        self.last_poll = time.monotonic()
         self._resume_due(consumer)
         self._release_held()
         self._watch_time_limits()
