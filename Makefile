@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KAFKA_PORT ?= 9092
+BROKERS ?= 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -25,11 +26,11 @@ setup: $(STAMP) kafka-jars ## Virtualenv, Python dependencies and the Kafka brok
 kafka-jars: $(STAMP)
 	$(PY) -m infra.kafka_broker jars
 
-kafka: setup ## Start the local Kafka broker (KRaft) unless one answers
-	$(PY) -m infra.kafka_broker start --port $(KAFKA_PORT)
+kafka: setup ## Start the local Kafka broker (KRaft) unless one answers; BROKERS=3: a cluster
+	$(PY) -m infra.kafka_broker start --port $(KAFKA_PORT) --brokers $(BROKERS)
 
-kafka-stop: ## Stop the broker `make kafka` started
-	$(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT)
+kafka-stop: ## Stop the broker(s) `make kafka` started (same BROKERS)
+	$(PY) -m infra.kafka_broker stop --port $(KAFKA_PORT) --brokers $(BROKERS)
 
 postgres: ## Ensure a local PostgreSQL answers (installs Debian's package when absent)
 	infra/postgres.sh
@@ -53,6 +54,15 @@ test: setup container-tools ## Set up, start broker and database, run the whole 
 
 container-tools: ## Install podman, mmdebstrap and Prometheus (promtool) from Debian when absent
 	infra/podman.sh
+
+images: setup container-tools ## Build every container image (each skipped when its inputs are unchanged)
+	$(PY) -m infra.images.build
+
+compose-up: setup container-tools ## Build the images, run compose.yaml, wait until healthy (set ADFLUX_API_TOKEN; BROKERS=3)
+	$(PY) -m infra.images.compose up --brokers $(BROKERS)
+
+compose-down: ## Remove what compose-up started: containers, network, volumes (same BROKERS)
+	$(PY) -m infra.images.compose down --brokers $(BROKERS)
 
 test-unit: setup ## Only the unit tests (no broker, no database)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
