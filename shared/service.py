@@ -8,9 +8,9 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -60,8 +60,9 @@ class ServiceKit:
             processed_retention=timedelta(days=s.processed_retention_days),
         )
 
-    def runtime(self, group: str | None = None) -> ConsumerRuntime:
-        """A consumer runtime for this service's group (or a named one)."""
+    def runtime(self, group: str | None = None, **options: Any) -> ConsumerRuntime:
+        """A consumer runtime for this service's group (or a named one); `options` override
+        the settings' RuntimeOptions."""
         return ConsumerRuntime(
             service=self.service,
             group=self.names.group(group or self.service),
@@ -71,7 +72,7 @@ class ServiceKit:
             db=self.db,
             processed_table=self.processed,
             revocations=self.revocations,
-            options=self.runtime_options(),
+            options=replace(self.runtime_options(), **options),
         )
 
     def revocation_listener(self) -> ConsumerRuntime:

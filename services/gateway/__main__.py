@@ -36,7 +36,8 @@ def main() -> None:
     check_exposure(settings.bind_address, settings.api_token.get_secret_value(), DEFAULT_API_TOKEN)
     kit = build_kit("gateway", settings, metadata)
     hub = TaskUpdateHub()
-    runtime = kit.runtime("gateway.read-model")
+    # Projections commit a poll batch per lane in one transaction; few lanes, one writer.
+    runtime = kit.runtime("gateway.read-model", group_commit=True, lanes=settings.read_model_lanes)
     runtime.register(TaskStatus, TaskProjection(hub))
     campaigns, segments = CampaignProjection(), SegmentProjection()
     runtime.register(CampaignPublished, campaigns.published)

@@ -16,6 +16,8 @@ class GatewaySettings(ServiceSettings):
     # Extra tokens with limited scopes, as JSON: {"<token>": ["tasks:read", ...]}.
     api_tokens: SecretStr = SecretStr("")
     http_port: int = 8000
+    # Lanes of the read-model consumer (its projections group-commit per lane).
+    read_model_lanes: int = Field(default=2, ge=1, le=64)
     # Largest request body accepted (413 above it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Lifetime of a WebSocket ticket (POST /api/v1/tickets).

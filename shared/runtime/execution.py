@@ -67,6 +67,10 @@ class Redo:
     not_before: float
 
 
+class _NotGroupable(Exception):
+    """A record that group commit leaves to the one-at-a-time path."""
+
+
 @dataclass
 class ExecutionSettings:
     default_time_limit: float
@@ -131,6 +135,73 @@ class RecordExecutor:
         if job.abandoned:
             return
         self._send(record, outputs)
+
+    def execute_group(
+        self, records: list[ConsumedRecord], known: dict[str, list[OutgoingRecord]] | None, job: Job
+    ) -> None:
+        """Several records of one lane in one transaction (group commit, for projections):
+        their handlers share a session, their tracking rows commit together and their outputs
+        leave in one batch. Anything unusual — a failure, a command, a malformed or raw
+        record — and the group is handled again one record at a time."""
+        if len(records) > 1 and self.db is not None and self.store is not None:
+            try:
+                outputs = self._handle_group(records, known)
+            except Exception as exc:  # each record then gets its own rules
+                log.debug("group of %d falls back to one at a time: %s", len(records), exc)
+            else:
+                self._send_all(records, outputs)
+                return
+        for record in records:
+            self.execute(record, known, job)
+
+    def _handle_group(
+        self, records: list[ConsumedRecord], known: dict[str, list[OutgoingRecord]] | None
+    ) -> list[OutgoingRecord]:
+        assert self.db is not None and self.store is not None
+        session = self.db.sessions()
+        outputs: list[OutgoingRecord] = []
+        try:
+            for record in records:
+                if record.topic in self._raw:
+                    raise _NotGroupable("raw record")
+                envelope = from_kafka(record.key, record.value, record.headers)
+                route = self._routes.get(envelope.type)
+                if route is None:
+                    raise _NotGroupable(f"no handler for {envelope.type!r}")
+                payload = envelope.payload()
+                if isinstance(payload, Command):
+                    raise _NotGroupable("commands run alone")
+                stored = self._stored(envelope.id, known)
+                if stored is not None:
+                    outputs.extend(stored)
+                    continue
+                with bind_event(envelope):
+                    ctx = HandlerContext(envelope, session, self.reporter, self.producer, None)
+                    outcome = route.handler(envelope, payload, ctx) or HandlerOutcome()
+                emitted = [OutgoingRecord.of(self.names.topic(e.type), e) for e in outcome.events]
+                self.store.add(session, envelope.id, envelope.type, emitted)
+                outputs.extend(emitted)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        for record in records:
+            metrics.EVENTS_HANDLED.labels(
+                self.service, self.names.logical(record.topic), "success"
+            ).inc()
+        return outputs
+
+    def _send_all(self, records: list[ConsumedRecord], outputs: list[OutgoingRecord]) -> None:
+        def done(error: Exception | None) -> None:
+            for record in records:
+                if error is None:
+                    self._events.put(Finished(record.tp, record.offset, event_id_of(record)))
+                else:
+                    self._events.put(Redo(record, time.monotonic() + 1.0))
+
+        self.producer.send_async(outputs, done)
 
     def _send(self, record: ConsumedRecord, outputs: list[OutgoingRecord]) -> None:
         def done(error: Exception | None) -> None:

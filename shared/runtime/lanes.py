@@ -82,8 +82,11 @@ class KeyedLanes:
             raise ValueError("lanes must be at least 1")
         self.lanes = [Lane(f"{name}-lane-{i}") for i in range(count)]
 
+    def index_of(self, key: bytes) -> int:
+        return zlib.crc32(key) % len(self.lanes)
+
     def submit(self, key: bytes, job: Job) -> None:
-        self.lanes[zlib.crc32(key) % len(self.lanes)].queue.put(job)
+        self.lanes[self.index_of(key)].queue.put(job)
 
     def overdue(self, now: float, grace: float) -> list[Job]:
         """Cancel running jobs past their deadline; return (and abandon) those past the grace."""

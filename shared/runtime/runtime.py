@@ -72,6 +72,8 @@ class RuntimeOptions:
     revoke_timeout: float = 10.0
     time_limit_grace: float = 5.0
     infra_retries: int = 4
+    # Records of one lane polled together commit in one transaction (projections).
+    group_commit: bool = False
     processed_retention: timedelta = timedelta(days=7)
 
 
@@ -422,13 +424,19 @@ class ConsumerRuntime(BackgroundLoop):
         if not records:
             return
         known = self._lookup(records)
+        groups: dict[int, list[ConsumedRecord]] = {}
         for record in records:
             event_id = event_id_of(record)
             # A copy of an event still in flight is looked up again once its lane reaches it.
             again = event_id is not None and self._running_ids[event_id] > 0
             if event_id is not None:
                 self._running_ids[event_id] += 1
-            self._submit(record, None if again else known)
+            if self.options.group_commit and not again:
+                groups.setdefault(self._lane_of(record), []).append(record)
+            else:
+                self._submit(record, None if again else known)
+        for group in groups.values():
+            self._submit_group(group, known)
         metrics.IN_FLIGHT.labels(self.service, self.group).set(self._tracker.in_flight())
 
     def _submit(
@@ -437,7 +445,19 @@ class ConsumerRuntime(BackgroundLoop):
         assert self._lanes is not None
         job = Job(run=lambda: None)
         job.run = lambda: self._executor.execute(record, known, job)
-        self._lanes.submit(record.key or f"{record.topic}:{record.partition}".encode(), job)
+        self._lanes.submit(_lane_key(record), job)
+
+    def _submit_group(
+        self, records: list[ConsumedRecord], known: dict[str, list[OutgoingRecord]] | None
+    ) -> None:
+        assert self._lanes is not None
+        job = Job(run=lambda: None)
+        job.run = lambda: self._executor.execute_group(records, known, job)
+        self._lanes.submit(_lane_key(records[0]), job)
+
+    def _lane_of(self, record: ConsumedRecord) -> int:
+        assert self._lanes is not None
+        return self._lanes.index_of(_lane_key(record))
 
     def _lookup(self, records: list[ConsumedRecord]) -> dict[str, list[OutgoingRecord]] | None:
         """The stored outputs of already handled events in the batch (one query); None when
@@ -571,6 +591,10 @@ class ConsumerRuntime(BackgroundLoop):
                 log.info("purged %d tracking rows of %s", purged, self.group)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("purging tracking rows of %s failed: %s", self.group, exc)
+
+
+def _lane_key(record: ConsumedRecord) -> bytes:
+    return record.key or f"{record.topic}:{record.partition}".encode()
 
 
 def _check_payload_annotation(handler: Callable[..., Any], model: type[Payload]) -> None:

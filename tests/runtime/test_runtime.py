@@ -576,3 +576,50 @@ def _partition(bus: Bus, envelope: Envelope) -> int:
     """librdkafka's default partitioner (consistent_random: CRC-32 of the key), as the fake's."""
     key = OutgoingRecord.of(bus.names.topic(envelope.type), envelope).key or b""
     return zlib.crc32(key) % TEST_MAX_PARTITIONS
+
+
+def test_group_commit_applies_a_batch_in_one_transaction_and_isolates_a_failure(
+    bus: Bus, db: Database
+) -> None:
+    """Projections commit a lane's records together; one failing record falls back to
+    one-at-a-time handling, so the others still commit and it alone is dead-lettered."""
+    applied: list[str] = []
+
+    def project(envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
+        if status.task_id == "poison":
+            raise PermanentError("cannot project")
+        assert ctx.session is not None
+        ctx.session.execute(sa.text("SELECT 1"))
+        applied.append(status.task_id)
+
+    rt = ConsumerRuntime(
+        service="test",
+        group=bus.names.group("projection"),
+        bootstrap=bus.bootstrap,
+        consumer_factory=bus.consumer_factory,
+        names=bus.names,
+        producer=bus.producer,
+        db=db,
+        processed_table=processed_table(db),
+        options=RuntimeOptions(lanes=1, group_commit=True, session_timeout_ms=6000),
+    )
+    rt.register(TaskStatus, project)
+    reporter = rt.reporter
+    ids = [f"t{i}" for i in range(30)]
+    bus.send_records(
+        [reporter.record(i, "ml.train", TaskState.SUCCESS) for i in ids[:15]]
+        + [reporter.record("poison", "ml.train", TaskState.SUCCESS)]
+        + [reporter.record(i, "ml.train", TaskState.SUCCESS) for i in ids[15:]]
+    )
+    rt.start()
+    try:
+        wait_for(lambda: set(ids) <= set(applied), 30, 0.1, "every status projected")
+        dead = wait_for(lambda: bus.records(bus.names.dlq("task.status")), 10, what="poison")
+        assert len(dead) == 1
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sa.func.count()).select_from(processed_table(db))
+            ).scalar_one()
+        assert rows == 30  # every good event tracked once; the poison one is not
+    finally:
+        rt.stop()
