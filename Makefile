@@ -64,6 +64,12 @@ compose-up: setup container-tools ## Build the images, run compose.yaml, wait un
 compose-down: ## Remove what compose-up started: containers, network, volumes (same BROKERS)
 	$(PY) -m infra.images.compose down --brokers $(BROKERS)
 
+observe: setup container-tools ## Prometheus (Debian's) on 127.0.0.1:9090 scraping the processes of `make up`
+	$(PY) -m infra.prometheus.observe start
+
+observe-stop: ## Stop the Prometheus `make observe` started
+	$(PY) -m infra.prometheus.observe stop
+
 test-unit: setup ## Only the unit tests (no broker, no database)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
