@@ -5,7 +5,7 @@ documented status code and content type, and a body that conforms to the schema.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import schemathesis
@@ -57,7 +57,7 @@ def test_every_operation_answers_generated_requests_without_5xx_and_as_documente
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
     headers = {"Authorization": f"Bearer {gateway.token}"}
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [cast(Any, result).ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15, [op.label for op in operations]
     exercised: dict[str, set[int]] = {}
 

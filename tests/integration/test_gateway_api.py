@@ -12,7 +12,6 @@ import pytest
 import websockets
 
 from infra.waiting import wait_for
-from shared.runtime import ConsumedRecord
 from shared.envelope import new_event
 from shared.events import (
     CampaignPublished,
@@ -21,6 +20,7 @@ from shared.events import (
     TaskStatus,
 )
 from shared.producer import EventProducer, OutgoingRecord
+from shared.runtime import ConsumedRecord
 from shared.topics import TopicNames
 from tests.conftest import Gateway
 from tests.support.kafka import read_events, read_topic

@@ -112,6 +112,10 @@ def publish(client: httpx.Client, platform: str, **options: Any) -> str:
     return str(response.json()["task_id"])
 
 
+def text_of(value: str | bytes | None) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+
+
 def kafka_texts(bootstrap: str, names: TopicNames) -> list[str]:
     """Every record of every topic of this test, value and headers, as text."""
     consumer = Consumer(
@@ -135,8 +139,9 @@ def kafka_texts(bootstrap: str, names: TopicNames) -> list[str]:
                 idle += 1
                 continue
             idle = 0
-            texts.append((msg.value() or b"").decode(errors="replace"))
-            texts += [f"{k}={(v or b'').decode(errors='replace')}" for k, v in msg.headers() or []]
+            texts.append(text_of(msg.value()))
+            headers: list[tuple[str, bytes]] = list(msg.headers() or [])  # type: ignore[arg-type]
+            texts += [f"{key}={text_of(value)}" for key, value in headers]
     finally:
         consumer.close()
     return texts
