@@ -260,7 +260,23 @@ def build(engine: Engine, image: Image) -> str:
         )
         print(f"images: built {tag} in {time.monotonic() - started:.0f}s", flush=True)
     engine.run("tag", tag, f"{image.repository}:latest")
+    _remove_older_tags(engine, image.repository, keep=(tag, f"{image.repository}:latest"))
     return tag
+
+
+def _remove_older_tags(engine: Engine, repository: str, keep: tuple[str, ...]) -> None:
+    """Untag earlier builds of `repository` (each code change makes one); layers still used
+    by the kept tags stay."""
+    listed = engine.run(
+        "images",
+        "--filter",
+        f"reference={repository}",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        capture=True,
+    )
+    for old in set(listed.stdout.split()) - set(keep):
+        engine.run("rmi", old, check=False, capture=True)
 
 
 def build_all(engine: Engine) -> list[str]:

@@ -96,6 +96,10 @@ class Stack:
         """The container name of one service (first replica)."""
         return next(c for c in self.containers() if c.startswith(f"{self.project}_{service}_"))
 
+    def exit_code(self, name: str) -> int:
+        shown = self.engine.run("inspect", "--format", "{{.State.ExitCode}}", name, capture=True)
+        return int(shown.stdout.strip())
+
     def unhealthy(self) -> list[str]:
         """Containers not (yet) running and healthy; those without a check only need to run."""
         waiting = []

@@ -128,13 +128,21 @@ def test_compose_stack_publishes_is_scraped_and_leaves_nothing_behind() -> None:
             wait_for(partial(prometheus, stack, series), 60, 2, f"{series} in Prometheus")
         states = {s["metric"]["state"] for s in prometheus(stack, "adflux_tasks_total")}
         assert "SUCCESS" in states, states
+        # PID 1 of every container handles SIGTERM: all stop before the 20 s SIGKILL.
+        stopping = time.monotonic()
+        stack.engine.run("stop", "--time", "20", *stack.containers(), capture=True)
+        print(f"every container stopped on SIGTERM in {time.monotonic() - stopping:.0f}s")
+        codes = {name: stack.exit_code(name) for name in stack.containers()}
+        assert all(code != 137 for code in codes.values()), codes
+        services = {n: c for n, c in codes.items() if n.split("_")[-2] in SCRAPED | {"sandbox"}}
+        assert set(services.values()) == {0}, services
     except BaseException:
         for service in ("kafka", "postgres", "sandbox", *sorted(SCRAPED), "prometheus"):
             print(f"--- {service} ---\n{stack.logs(service, tail=40)}")
         raise
     finally:
-        stopping = time.monotonic()
+        removing = time.monotonic()
         leftovers = stack.down()
-        print(f"stack removed in {time.monotonic() - stopping:.0f}s")
+        print(f"stack removed in {time.monotonic() - removing:.0f}s")
     assert leftovers == [], f"compose down left {leftovers}"
     assert (stack.containers(), stack.networks(), stack.volumes()) == ([], [], [])

@@ -60,7 +60,8 @@ def test_services_reach_kafka_postgres_and_the_sandbox_by_service_name() -> None
     assert default(env["ADFLUX_KAFKA_BOOTSTRAP"]) == "kafka:9092"
     assert default(env["ADFLUX_DATABASE_URL"]).startswith("postgresql+psycopg://")
     assert "@postgres:5432/" in default(env["ADFLUX_DATABASE_URL"])
-    assert env["ADFLUX_GOOGLE_ADS_ENDPOINT"] == "sandbox:8011"
+    assert default(env["ADFLUX_GOOGLE_ADS_ENDPOINT"]) == "sandbox:8011"
+    assert default(env["ADFLUX_META_GRAPH_URL"]) == "http://sandbox:8010"
 
 
 def test_every_service_checks_its_own_readiness_port() -> None:
