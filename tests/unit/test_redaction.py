@@ -53,11 +53,12 @@ def test_ordinary_error_texts_are_kept() -> None:
 
 
 def test_configured_secrets_are_redacted_anywhere_even_url_encoded() -> None:
-    redaction.register_secrets(["Sentinel/Value+1=x", "short"])
+    redaction.register_secrets(["Sentinel/Value+1=x", "short", "adflux"])
     text = "echo Sentinel/Value+1=x and Sentinel%2FValue%2B1%3Dx and Sentinel%2FValue%2B1%3Dx"
     out = redact(text)
     assert "Sentinel" not in out
     assert redact("short words stay") == "short words stay"  # too short to register
+    assert redact("group adflux.publisher") == "group adflux.publisher"
 
 
 def test_every_secret_setting_is_registered_when_settings_are_built() -> None:
