@@ -85,7 +85,7 @@ class LocalPrometheus:
             return pid
         binary = shutil.which("prometheus")
         if binary is None:
-            raise SystemExit("prometheus is missing: run `make container-tools`")
+            raise RuntimeError("prometheus is missing: run `make container-tools`")
         config = self.render(ports, scrape_interval)
         with (self.run_dir / "prometheus.log").open("ab") as log:
             proc = subprocess.Popen(
