@@ -221,15 +221,28 @@ def stop(spec: BrokerSpec, timeout: float = 30.0, sig: int = signal.SIGTERM) -> 
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             break
         time.sleep(0.2)
     else:
         os.kill(pid, signal.SIGKILL)
     spec.pid_file.unlink(missing_ok=True)
     return True
+
+
+def _exited(pid: int) -> bool:
+    """True once `pid` is gone; a broker this process started is reaped (a zombie child would
+    otherwise look alive until the timeout)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass  # not our child: whoever started it reaps it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
