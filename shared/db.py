@@ -101,6 +101,7 @@ class Database:
                 self.url, connect_args={"check_same_thread": False, "timeout": 30}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            SqliteWriterLock(self.engine)
         else:
             self.engine = sa.create_engine(
                 self.url,
@@ -160,6 +161,55 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class SqliteWriterLock:
+    """One write transaction at a time per SQLite file in this process. Without it, threads
+    that write together (HTTP requests, lanes, the relay) meet SQLite's busy handler, which
+    sleeps in growing steps and turns a burst into a queue of naps. A connection takes the
+    lock at its first write statement and gives it back when it commits or rolls back."""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+    TIMEOUT = 30.0  # as SQLite's own busy timeout: never worse than without the lock
+
+    def __init__(self, engine: sa.Engine) -> None:
+        # Not an RLock: a request's session may commit on another thread than it wrote on.
+        self._lock = threading.Lock()
+        self._holders: set[int] = set()
+        event.listen(engine, "before_cursor_execute", self._before_execute)
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_commit(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self._release(dbapi_connection)
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self._release(dbapi_connection)
+
+        dialect.do_commit = do_commit  # type: ignore[method-assign]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+    def _before_execute(self, conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip()[:7].upper().startswith(self.WRITES):
+            return
+        key = id(conn.connection.dbapi_connection)
+        if key not in self._holders:
+            if not self._lock.acquire(timeout=self.TIMEOUT):
+                raise sa.exc.OperationalError(statement, None, TimeoutError("database is locked"))
+            self._holders.add(key)
+
+    def _release(self, connection: Any) -> None:
+        # The dialect is handed the pool's proxy; the cursor event saw the DBAPI connection.
+        key = id(getattr(connection, "dbapi_connection", connection))
+        if key in self._holders:
+            self._holders.discard(key)
+            self._lock.release()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -3,6 +3,8 @@ outbox relay, and serves the HTTP API with uvicorn until SIGTERM."""
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from services.gateway.app import create_app
@@ -60,6 +62,8 @@ def main() -> None:
         {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.ready},
     )
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
+    if app.state.dead_components:
+        sys.exit(f"gateway: {', '.join(app.state.dead_components)} stopped unexpectedly")
 
 
 if __name__ == "__main__":

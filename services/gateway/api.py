@@ -79,6 +79,13 @@ def db_session(request: Request) -> Any:
         yield session
 
 
+def committed(session: Session, request: Request) -> None:
+    """Commit a command now, not after the response is built: the write lock (SQLite) is
+    held for as short a time as possible, and the relay is woken as soon as it can send."""
+    session.commit()
+    request.app.state.outbox.notify()
+
+
 def outbox_of(request: Request) -> Outbox:
     outbox: Outbox = request.app.state.outbox
     return outbox
@@ -203,7 +210,7 @@ def publish_campaign(
         task = start_publish(session, outbox, campaign, options)
     except CommandRejected as exc:
         raise _refusal(exc) from exc
-    request.state.notify_outbox = True
+    committed(session, request)
     return {"task_id": task.id}
 
 
@@ -227,7 +234,7 @@ def run_task(
         )
     except CommandRejected as exc:
         raise _refusal(exc) from exc
-    request.state.notify_outbox = True
+    committed(session, request)
     return {"task_id": task.id}
 
 
@@ -282,7 +289,7 @@ def revoke_task(
         ]
         task.state = TaskState.REVOKED.value
         task.updated_at = now
-    request.state.notify_outbox = True
+    committed(session, request)
     return {"task_id": task_id, "state": task.state}
 
 
@@ -368,7 +375,7 @@ def replay(
         replay_dead_letter(session, outbox, dead)
     except RecordTooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
-    request.state.notify_outbox = True
+    committed(session, request)
     return {"id": dead.id, "replayed_to": dead.original_topic, "task_id": dead.task_id}
 
 
@@ -427,7 +434,7 @@ def run_schedule(
         )
     except CommandRejected as exc:
         raise _refusal(exc) from exc
-    request.state.notify_outbox = True
+    committed(session, request)
     return {"task_id": task.id, "schedule": name}
 
 
@@ -443,7 +450,7 @@ def upsert_candidates(
             )
     except RecordTooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
-    request.state.notify_outbox = True
+    committed(session, request)
     return {"accepted": len(body.candidates)}
 
 

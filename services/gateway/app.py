@@ -3,7 +3,10 @@ background parts it owns (outbox relay, read-model consumer) started and stopped
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +21,7 @@ from services.gateway.live import TaskUpdateHub
 from services.gateway.monitor import router as monitor_router
 from services.gateway.schemas import validation_errors
 from services.gateway.settings import GatewaySettings
-from shared.service import Component, ServiceKit
+from shared.service import Component, ServiceKit, supervise
 
 
 def create_app(
@@ -32,7 +35,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for component in components:
             component.start()
+        stopping = threading.Event()
+
+        def watch() -> None:
+            dead = supervise(components, stopping)
+            if dead:  # uvicorn stops; __main__ then exits non-zero for the supervisor
+                app.state.dead_components = dead
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="supervisor", daemon=True).start()
         yield
+        stopping.set()
         for component in reversed(components):
             component.stop()
         kit.producer.close()
@@ -44,6 +57,7 @@ def create_app(
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,  # 413 above it
     )
+    app.state.dead_components = []
     app.state.settings = settings
     app.state.db = kit.db
     app.state.outbox = kit.outbox
@@ -58,18 +72,12 @@ def create_app(
     async def invalid_input(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
-    @app.middleware("http")
-    async def wake_relay(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if getattr(request.state, "notify_outbox", False):
-            kit.outbox.notify()
-        return response
-
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        dead = [type(c).__name__ for c in components if not c.healthy()]
+        if dead:
+            return JSONResponse({"status": "failing", "dead": dead}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:

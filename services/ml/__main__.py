@@ -46,7 +46,7 @@ def compose(kit: ServiceKit, settings: MlSettings) -> MlService:
             producer=kit.producer,
         )
         components.append(online)
-        readiness["online"] = online.healthy
+        readiness["online"] = online.ready
     return MlService(runtime, online, components, readiness)
 
 

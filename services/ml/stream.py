@@ -156,7 +156,11 @@ class OnlineSegmentation:
             self._thread.join(timeout)
 
     def healthy(self) -> bool:
-        return self._started.is_set() and self._thread is not None and self._thread.is_alive()
+        """Started and not dead (a supervisor restarts a process whose agent died)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def ready(self) -> bool:
+        return self._started.is_set() and self.healthy()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
