@@ -92,9 +92,18 @@ class Stack:
         )
         return sorted(line for line in listed.stdout.splitlines() if line)
 
-    def container(self, service: str) -> str:
-        """The container name of one service (first replica)."""
-        return next(c for c in self.containers() if c.startswith(f"{self.project}_{service}_"))
+    def services(self) -> dict[str, str]:
+        """Each container's compose service (podman-compose and docker compose name them
+        differently; both label them)."""
+        label = '{{index .Config.Labels "com.docker.compose.service"}}'
+        return {
+            name: self.engine.run("inspect", "--format", label, name, capture=True).stdout.strip()
+            for name in self.containers()
+        }
+
+    def container(self, service: str) -> str | None:
+        """The container of one service (the first replica), None when it has none."""
+        return next((n for n, s in sorted(self.services().items()) if s == service), None)
 
     def exit_code(self, name: str) -> int:
         shown = self.engine.run("inspect", "--format", "{{.State.ExitCode}}", name, capture=True)
@@ -138,9 +147,9 @@ class Stack:
         return time.monotonic() - started
 
     def logs(self, service: str, tail: int = 200) -> str:
-        if not any(c.startswith(f"{self.project}_{service}_") for c in self.containers()):
-            return f"(no {service} container)"
         name = self.container(service)
+        if name is None:
+            return f"(no {service} container)"
         shown = self.engine.run("logs", "--tail", str(tail), name, check=False, capture=True)
         return shown.stdout + shown.stderr
 

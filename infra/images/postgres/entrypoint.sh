@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # First start: initdb with POSTGRES_USER as superuser (password auth over TCP) and create
-# POSTGRES_DB. Then exec postgres as PID 1 (SIGTERM is its "smart shutdown").
+# POSTGRES_DB. Then exec postgres as PID 1 (it stops on the image's STOPSIGNAL, SIGINT).
 set -euo pipefail
 : "${POSTGRES_USER:?set POSTGRES_USER}" "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
 database="${POSTGRES_DB:-$POSTGRES_USER}"
