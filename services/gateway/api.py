@@ -30,8 +30,10 @@ from services.gateway.commands import (
     CommandTooLarge,
     issue_task,
     options_from,
+    release_campaign,
     start_publish,
 )
+from services.gateway.live import task_update
 from services.gateway.models import (
     Campaign,
     CandidateSegment,
@@ -40,7 +42,7 @@ from services.gateway.models import (
     SegmentationModel,
     Task,
 )
-from services.gateway.replay import replay_dead_letter
+from services.gateway.replay import ReplayPointless, replay_dead_letter
 from services.gateway.schemas import (
     ERROR_RESPONSES,
     ID_PATTERN,
@@ -79,11 +81,14 @@ def db_session(request: Request) -> Any:
         yield session
 
 
-def committed(session: Session, request: Request) -> None:
+def committed(session: Session, request: Request, *changed: Task) -> None:
     """Commit a command now, not after the response is built: the write lock (SQLite) is
-    held for as short a time as possible, and the relay is woken as soon as it can send."""
+    held for as short a time as possible, and the relay is woken as soon as it can send.
+    The transitions the gateway made itself (`changed` tasks) then go to live subscribers."""
     session.commit()
     request.app.state.outbox.notify()
+    for task in changed:
+        request.app.state.hub.publish(task_update(task, task.updated_at))
 
 
 def outbox_of(request: Request) -> Outbox:
@@ -210,7 +215,7 @@ def publish_campaign(
         task = start_publish(session, outbox, campaign, options)
     except CommandRejected as exc:
         raise _refusal(exc) from exc
-    committed(session, request)
+    committed(session, request, task)
     return {"task_id": task.id}
 
 
@@ -234,7 +239,7 @@ def run_task(
         )
     except CommandRejected as exc:
         raise _refusal(exc) from exc
-    committed(session, request)
+    committed(session, request, task)
     return {"task_id": task.id}
 
 
@@ -289,7 +294,10 @@ def revoke_task(
         ]
         task.state = TaskState.REVOKED.value
         task.updated_at = now
-    committed(session, request)
+        release_campaign(session, task, now)
+        committed(session, request, task)
+    else:
+        committed(session, request)
     return {"task_id": task_id, "state": task.state}
 
 
@@ -372,10 +380,12 @@ def replay(
             f"{dead.replayed_at.isoformat()}; pass force=true to replay it again",
         )
     try:
-        replay_dead_letter(session, outbox, dead)
+        task = replay_dead_letter(session, outbox, dead)
+    except ReplayPointless as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except RecordTooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
-    committed(session, request)
+    committed(session, request, *([task] if task is not None else []))
     return {"id": dead.id, "replayed_to": dead.original_topic, "task_id": dead.task_id}
 
 
@@ -434,7 +444,7 @@ def run_schedule(
         )
     except CommandRejected as exc:
         raise _refusal(exc) from exc
-    committed(session, request)
+    committed(session, request, task)
     return {"task_id": task.id, "schedule": name}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from services.gateway.live import task_update
 from services.gateway.models import Campaign, Job, Task
 from shared.envelope import new_event
 from shared.events import (
@@ -231,13 +232,23 @@ def fail_refused_commands(
                 campaign.status = "failed"
                 campaign.last_error = error
                 campaign.updated_at = now
-        notify(
-            {
-                "task_id": task.id,
-                "name": task.name,
-                "state": task.state,
-                "progress": task.progress,
-                "result": None,
-                "attempt": task.attempts,
-            }
-        )
+        notify(task_update(task, now))
+
+
+def release_campaign(session: Session, task: Task, at: datetime) -> None:
+    """A publish revoked or expired before it ran created nothing: its campaign goes back to
+    `draft` (publishable again) with the reason in `last_error`, instead of `publishing` for
+    good. Only the campaign's current publish task releases it."""
+    campaign_id = (task.kwargs or {}).get("campaign_id")
+    if task.name != "campaign.publish" or not isinstance(campaign_id, str):
+        return
+    campaign = session.get(Campaign, campaign_id, with_for_update=True)
+    if campaign is None or campaign.status != "publishing" or campaign.task_id != task.id:
+        return
+    campaign.status = "draft"
+    campaign.last_error = {
+        "error_class": f"Task{task.state.capitalize()}",
+        "message": f"publish task {task.id} was {task.state.lower()} before it ran",
+        "transient": False,
+    }
+    campaign.updated_at = at

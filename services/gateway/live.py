@@ -1,4 +1,5 @@
-"""Live task updates: a hub that fans each task transition out to WebSocket subscribers.
+"""Live task updates: a hub that fans each task transition (worker-reported or made by the
+gateway itself) out to WebSocket subscribers, each message with the time of its transition.
 
 Projections run in the consumer thread; subscribers live on the server's event loop, so the
 hub hands every update over with `call_soon_threadsafe`.
@@ -8,7 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import datetime
 from typing import Any
+
+from services.gateway.models import Task
+
+
+def task_update(task: Task, at: datetime) -> dict[str, Any]:
+    """The message every subscriber gets for one transition of `task`, made at `at`."""
+    return {
+        "task_id": task.id,
+        "name": task.name,
+        "state": task.state,
+        "progress": task.progress,
+        "result": task.result,
+        "attempt": task.attempts,
+        "at": at.isoformat(),
+    }
 
 
 class TaskUpdateHub:

@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.gateway.live import TaskUpdateHub
+from services.gateway.commands import release_campaign
+from services.gateway.live import TaskUpdateHub, task_update
 from services.gateway.models import Campaign, CandidateSegment, DeadLetter, SegmentationModel, Task
 from shared import retry as rules
 from shared.db import Database
@@ -84,16 +85,9 @@ class TaskProjection:
             entry["error"] = status.error.message
         task.history = [*(task.history or []), entry][-HISTORY_LIMIT:]
         task.updated_at = datetime.now(UTC)
-        self.hub.publish(
-            {
-                "task_id": task.id,
-                "name": task.name,
-                "state": task.state,
-                "progress": task.progress,
-                "result": task.result,
-                "attempt": status.attempt,
-            }
-        )
+        if status.state in (TaskState.REVOKED, TaskState.EXPIRED):
+            release_campaign(session, task, status.at)
+        self.hub.publish(task_update(task, status.at))
 
 
 def _applies(task: Task, status: TaskStatus) -> bool:
