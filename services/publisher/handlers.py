@@ -74,10 +74,10 @@ class PublishCampaign:
         if factory is None:
             raise PermanentError(f"platform {command.platform!r} is not configured")
         platform = factory()
-        journal: StepJournal = ProgressJournal(
-            DbStepJournal(self.db, command.campaign_id, command.platform), platform.steps, ctx
-        )
+        stored = DbStepJournal(self.db, command.campaign_id, command.platform)
+        journal: StepJournal = ProgressJournal(stored, platform.steps, ctx)
         external_ids = platform.create_campaign_flow(spec_of(command), journal)
+        stored.flush()
         published = CampaignPublished(
             campaign_id=command.campaign_id,
             platform=command.platform,

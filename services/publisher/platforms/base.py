@@ -116,9 +116,11 @@ class PermanentPlatformError(PlatformError):
 class StepJournal(Protocol):
     """Durable record of a publish flow's progress, kept by the publisher's own tables.
 
-    An adapter calls `mark_attempt` before it asks the platform to create an object and
-    `record` as soon as it has the id, both durably, so that a retry or a restart after a
-    crash resumes at the first missing object and never creates a second one.
+    An adapter calls `mark_attempt` before it asks the platform to create an object (durable
+    before the call, together with the ids recorded so far) and `record` as soon as it has
+    the id, so that a retry or a restart after a crash resumes at the first missing object
+    and never creates a second one: a step attempted but without an id is looked up on the
+    platform by its tag first.
     """
 
     def created_id(self, step: str) -> str | None: ...
