@@ -16,6 +16,7 @@ from fastapi import (
     Path,
     Query,
     Request,
+    Response,
     WebSocket,
     WebSocketDisconnect,
     status,
@@ -30,7 +31,7 @@ from services.gateway.commands import (
     CommandTooLarge,
     issue_task,
     options_from,
-    release_campaign,
+    revoke,
     start_publish,
 )
 from services.gateway.live import task_update
@@ -58,8 +59,15 @@ from services.gateway.schemas import (
     TaskOut,
     TicketOut,
 )
+from services.gateway.search import (
+    BadCursor,
+    TaskFilter,
+    after_cursor,
+    newest_first,
+    next_cursor,
+)
 from shared.envelope import new_event
-from shared.events import FINAL_STATES, MAX_ID_LENGTH, TaskRevoked, TaskState
+from shared.events import FINAL_STATES, MAX_ID_LENGTH, TaskState
 from shared.outbox import Outbox, RecordTooLarge
 from shared.schedules import load_schedules
 
@@ -74,6 +82,7 @@ CandidatePath = Annotated[
 ]
 FilterQuery = Annotated[str | None, Query(min_length=1, max_length=250, pattern=ID_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+NEXT_CURSOR = "X-Next-Cursor"
 
 
 def db_session(request: Request) -> Any:
@@ -145,6 +154,8 @@ def _task_out(task: Task) -> TaskOut:
         result=task.result,
         error=task.error,
         next_attempt_at=task.next_attempt_at,
+        campaign_id=task.campaign_id,
+        correlation_id=task.correlation_id,
         created_at=task.created_at,
         updated_at=task.updated_at,
         history=task.history or [],
@@ -243,23 +254,39 @@ def run_task(
     return {"task_id": task.id}
 
 
-@router.get("/tasks", dependencies=[Depends(require("tasks:read"))])
+@router.get(
+    "/tasks",
+    dependencies=[Depends(require("tasks:read"))],
+    responses={
+        200: {
+            "headers": {
+                NEXT_CURSOR: {
+                    "description": "Pass as `cursor` for the next page; absent on the last page",
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    },
+)
 def list_tasks(
     session: DB,
-    state: Annotated[str | None, Query(min_length=1, max_length=16, pattern=r"^[A-Za-z]+$")] = None,
-    name: FilterQuery = None,
+    response: Response,
+    filters: Annotated[TaskFilter, Query()],
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Limit = 100,
 ) -> list[TaskOut]:
-    query = sa.select(Task).order_by(Task.updated_at.desc()).limit(limit)
-    if state:
-        if state.upper() not in TaskState.__members__:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"state: unknown state {state!r}"
-            )
-        query = query.where(Task.state == state.upper())
-    if name:
-        query = query.where(Task.name == name)
-    return [_task_out(t) for t in session.scalars(query)]
+    """Tasks matching every given filter, most recently updated first, `limit` per page."""
+    query = newest_first(filters.apply(sa.select(Task)))
+    if cursor:
+        try:
+            query = after_cursor(query, cursor)
+        except BadCursor as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    page = list(session.scalars(query.limit(limit + 1)))
+    if len(page) > limit:
+        page = page[:limit]
+        response.headers[NEXT_CURSOR] = next_cursor(page[-1])
+    return [_task_out(t) for t in page]
 
 
 @router.get("/tasks/{task_id}", dependencies=[Depends(require("tasks:read"))])
@@ -277,24 +304,7 @@ def revoke_task(
     task = get_or_404(session, Task, task_id, "task", lock=True)
     if TaskState(task.state) in FINAL_STATES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task is already {task.state}")
-    now = datetime.now(UTC)
-    outbox.add(
-        session,
-        new_event(
-            TaskRevoked(task_id=task_id, revoked_at=now),
-            source="gateway",
-            subject=task_id,
-            taskid=task_id,
-        ),
-    )
-    if task.state in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY):
-        task.history = [
-            *(task.history or []),
-            {"state": "REVOKED", "at": now.isoformat(), "attempt": task.attempts},
-        ]
-        task.state = TaskState.REVOKED.value
-        task.updated_at = now
-        release_campaign(session, task, now)
+    if revoke(session, outbox, task):
         committed(session, request, task)
     else:
         committed(session, request)

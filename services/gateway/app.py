@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.api import router
 from services.gateway.auth import TokenRegistry
+from services.gateway.console import router as console_router
 from services.gateway.live import TaskUpdateHub
 from services.gateway.monitor import router as monitor_router
 from services.gateway.schemas import validation_errors
@@ -66,6 +67,7 @@ def create_app(
         settings.api_token.get_secret_value(), settings.api_tokens.get_secret_value()
     )
     app.include_router(router)
+    app.include_router(console_router)
     app.include_router(monitor_router)
 
     @app.exception_handler(RequestValidationError)

@@ -23,6 +23,7 @@ from shared.events import (
     JobOpening,
     PublishRequested,
     TaskOptions,
+    TaskRevoked,
     TaskState,
 )
 from shared.outbox import Outbox, RecordTooLarge, RefusedRow
@@ -175,12 +176,13 @@ def issue_task(
         created_at=now,
         updated_at=now,
     )
+    envelope = new_event(command, source=SOURCE, subject=subject or task_id, taskid=task_id)
+    campaign_id = kwargs.get("campaign_id")
+    task.campaign_id = campaign_id if isinstance(campaign_id, str) else None
+    task.correlation_id = envelope.correlationid
     session.add(task)
     try:
-        outbox.add(
-            session,
-            new_event(command, source=SOURCE, subject=subject or task_id, taskid=task_id),
-        )
+        outbox.add(session, envelope)
     except RecordTooLarge as exc:
         raise CommandTooLarge(f"the {name} command is too large: {exc}") from exc
     return task
@@ -233,6 +235,31 @@ def fail_refused_commands(
                 campaign.last_error = error
                 campaign.updated_at = now
         notify(task_update(task, now))
+
+
+def revoke(session: Session, outbox: Outbox, task: Task) -> bool:
+    """Revoke a task not yet final: every worker learns it (`task.revoked`); one that has not
+    started is REVOKED here and now (True), one running ends as its worker reports."""
+    now = datetime.now(UTC)
+    outbox.add(
+        session,
+        new_event(
+            TaskRevoked(task_id=task.id, revoked_at=now),
+            source=SOURCE,
+            subject=task.id,
+            taskid=task.id,
+        ),
+    )
+    if task.state not in (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY):
+        return False
+    task.history = [
+        *(task.history or []),
+        {"state": "REVOKED", "at": now.isoformat(), "attempt": task.attempts},
+    ]
+    task.state = TaskState.REVOKED.value
+    task.updated_at = now
+    release_campaign(session, task, now)
+    return True
 
 
 def release_campaign(session: Session, task: Task, at: datetime) -> None:

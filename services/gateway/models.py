@@ -66,6 +66,8 @@ class Task(Base):
     kwargs: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     history: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
+    campaign_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    correlation_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 

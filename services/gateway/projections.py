@@ -58,6 +58,8 @@ class TaskProjection:
                 kwargs=status.kwargs or {},
                 options={},
                 history=[],
+                campaign_id=_text((status.kwargs or {}).get("campaign_id")),
+                correlation_id=envelope.correlationid,
                 created_at=status.at,
             )
             session.add(task)
@@ -78,6 +80,7 @@ class TaskProjection:
             "state": status.state.value,
             "at": status.at.isoformat(),
             "attempt": status.attempt,
+            "worker": envelope.source.removeprefix("adflux/"),
         }
         if status.progress is not None:
             entry["progress"] = status.progress
@@ -88,6 +91,10 @@ class TaskProjection:
         if status.state in (TaskState.REVOKED, TaskState.EXPIRED):
             release_campaign(session, task, status.at)
         self.hub.publish(task_update(task, status.at))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _applies(task: Task, status: TaskStatus) -> bool:

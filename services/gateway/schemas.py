@@ -231,9 +231,42 @@ class TaskOut(BaseModel):
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     next_attempt_at: datetime | None
+    campaign_id: str | None = None
+    correlation_id: str | None = None
     created_at: datetime
     updated_at: datetime
     history: list[dict[str, Any]]
+
+
+class TransitionOut(BaseModel):
+    state: str
+    at: datetime
+    attempt: int
+    worker: str | None = Field(description="The service that reported it (gateway: its own)")
+    error: str | None
+    progress: int | None
+    replay: bool = Field(description="A PENDING made by a dead-letter replay")
+    duration: float | None = Field(description="Seconds the attempt ran, on its last transition")
+
+
+class TaskHistoryOut(BaseModel):
+    task_id: str
+    name: str
+    state: str
+    campaign_id: str | None
+    correlation_id: str | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    transitions: list[TransitionOut]
+
+
+class BulkOut(BaseModel):
+    matched: int = Field(description="Tasks (dead letters, for replay) the filters select now")
+    done: int = Field(description="How many were acted on: 0 for a dry run without confirm")
+    task_ids: list[str] = Field(description="The first 100 of them")
 
 
 class DeadLetterOut(BaseModel):
