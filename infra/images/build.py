@@ -21,6 +21,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from infra import kafka_broker
@@ -154,15 +155,25 @@ def detect_engine() -> Engine:
 
 
 def pullable(engine: Engine, image: str) -> bool:
+    """The image is here, or its registry answers and it could be pulled."""
     if engine.exists(image):
         return True
+    return registry_answers(engine) and _pull(engine, image)
+
+
+@cache
+def registry_answers(engine: Engine) -> bool:
+    """One probe per process (every official base is on Docker Hub): where no registry is
+    reachable, later pulls are not even tried, so a hanging DNS costs one timeout, not five."""
+    return _pull(engine, PYTHON.official)
+
+
+def _pull(engine: Engine, image: str) -> bool:
     try:
-        return (
-            engine.run("pull", "--quiet", image, check=False, capture=True, timeout=120).returncode
-            == 0
-        )
+        pulled = engine.run("pull", "--quiet", image, check=False, capture=True, timeout=60)
     except subprocess.TimeoutExpired:
         return False
+    return pulled.returncode == 0
 
 
 def _build_debian_base(engine: Engine, base: Base) -> None:
