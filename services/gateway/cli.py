@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
@@ -32,8 +33,16 @@ def _client() -> httpx.Client:
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
-    with _client() as client:
-        response = client.request(method, path, **kwargs)
+    try:
+        with _client() as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        typer.echo(
+            f"error: cannot reach the gateway at {exc.request.url.copy_with(path='/')} "
+            f"({exc.__class__.__name__}: {exc}); is it running? (ADFLUX_API_URL)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     if response.status_code >= 400:
         typer.echo(f"error {response.status_code}: {response.text}", err=True)
         raise typer.Exit(1)
@@ -56,10 +65,26 @@ def run_task(
     args: Annotated[str | None, typer.Option(help="JSON list of positional arguments")] = None,
     kwargs: Annotated[str | None, typer.Option(help="JSON object of keyword arguments")] = None,
     countdown: Annotated[float | None, typer.Option(help="Seconds to wait before running")] = None,
+    eta: Annotated[
+        datetime | None,
+        typer.Option(
+            help="When to run it, with its UTC offset, e.g. 2030-01-01T09:00:00+00:00",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"],
+        ),
+    ] = None,
     expires: Annotated[
         float | None, typer.Option(help="Seconds after which it must not run")
     ] = None,
     priority: Annotated[str | None, typer.Option(help="high | normal | low")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Seconds an attempt may run before it is stopped")
+    ] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(help="Retries after a transient failure")
+    ] = None,
+    retry_delay: Annotated[
+        float | None, typer.Option(help="Seconds before the first retry")
+    ] = None,
 ) -> None:
     """Run a registered task by name (Celery's apply_async)."""
     body = {
@@ -67,8 +92,12 @@ def run_task(
         "args": _json_arg(args, "args") or [],
         "kwargs": _json_arg(kwargs, "kwargs") or {},
         "countdown": countdown,
+        "eta": eta.isoformat() if eta else None,
         "expires": expires,
         "priority": priority,
+        "time_limit": time_limit,
+        "max_retries": max_retries,
+        "retry_delay": retry_delay,
     }
     result = _call("POST", "/tasks", json={k: v for k, v in body.items() if v is not None})
     typer.echo(f"task started with id {result['task_id']}")
