@@ -4,6 +4,7 @@ sharing one state and one set of fault rules, until SIGTERM."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import uvicorn
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def main() -> None:
     settings = get_settings(SandboxSettings)
     configure_logging("sandbox", settings.log_level, settings.log_json)
-    state = SandboxState(settings.sandbox_seed)
+    state = SandboxState(settings.sandbox_seed, Path(settings.data_dir) / "sandbox-ids")
     faults = FaultInjector.from_env(settings.sandbox_faults, settings.sandbox_seed)
     google = start_google_server(
         state,

@@ -1,14 +1,19 @@
-"""The sandbox's in-memory state for both simulated platforms: objects by kind, ids, request
+"""The sandbox's state for both simulated platforms: objects by kind (in memory), ids (never
+reused: the high-water mark is kept in a file, as a platform's ids outlive a restart), request
 counts, and metrics that grow deterministically with an object's age."""
 
 from __future__ import annotations
 
 import hashlib
-import itertools
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+FIRST_ID = 10_000_000
+ID_BLOCK = 1000  # ids reserved per write of the high-water mark
 
 META_KINDS = ("campaigns", "adsets", "adcreatives", "ads")
 GOOGLE_KINDS = ("campaign_budgets", "campaigns", "ad_groups", "ad_group_ads")
@@ -35,12 +40,17 @@ class SandboxState:
     object) that callers mutate under `lock`; ids come from `next_id()`.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, ids_file: Path | None = None) -> None:
+        """`ids_file` keeps the id high-water mark across restarts (None: ids start afresh)."""
         self.seed = seed
         self.lock = threading.RLock()
         self._meta: dict[str, dict[str, Any]] = {kind: {} for kind in META_KINDS}
         self._google: dict[str, dict[str, Any]] = {kind: {} for kind in GOOGLE_KINDS}
-        self._ids = itertools.count(10_000_000)
+        self._ids_file = ids_file
+        self._next = FIRST_ID
+        if ids_file is not None and ids_file.exists():
+            self._next = max(FIRST_ID, int(ids_file.read_text().strip()))
+        self._reserved = self._next
         self._requests = {"meta": 0, "google": 0}
         self.created_at: dict[str, float] = {}
 
@@ -52,7 +62,20 @@ class SandboxState:
 
     def next_id(self) -> int:
         with self.lock:
-            return next(self._ids)
+            if self._next >= self._reserved:
+                self._reserve(self._next + ID_BLOCK)
+            self._next += 1
+            return self._next - 1
+
+    def _reserve(self, mark: int) -> None:
+        """Persist `mark` before any id below it is handed out (a crash skips ids, never
+        repeats one)."""
+        if self._ids_file is not None:
+            self._ids_file.parent.mkdir(parents=True, exist_ok=True)
+            scratch = self._ids_file.with_suffix(".tmp")
+            scratch.write_text(str(mark))
+            os.replace(scratch, self._ids_file)
+        self._reserved = mark
 
     def count_request(self, platform: str) -> None:
         with self.lock:
