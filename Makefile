@@ -73,10 +73,11 @@ observe-stop: ## Stop the Prometheus `make observe` started
 test-unit: setup ## Only the unit tests (no broker, no database)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff format --check, ruff check, mypy
+lint: setup ## ruff format --check, ruff check, mypy (--strict on shared and services)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services infra bench tests
+	$(VENV)/bin/mypy --strict shared services
+	$(VENV)/bin/mypy infra bench tests
 
 format: setup ## Apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .

@@ -103,7 +103,7 @@ def backoff_delay(
 ) -> float:
     """Backoff after `attempt` (1-based): base * 2**(attempt-1), ± `jitter` of it."""
     rng = rng or random.Random()
-    delay = base * (2 ** max(attempt - 1, 0))
+    delay: float = base * 2.0 ** max(attempt - 1, 0)
     return max(0.0, delay * (1 + rng.uniform(-jitter, jitter)))
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 import typing
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -47,7 +47,7 @@ from shared.runtime.lanes import Job, KeyedLanes
 from shared.runtime.offsets import OffsetTracker
 from shared.runtime.ports import ConsumerFactory, RecordConsumer, RecordProducer, kafka_consumer
 from shared.runtime.processed import ProcessedEventStore
-from shared.runtime.records import ConsumedRecord, TopicPartitionKey
+from shared.runtime.records import ConsumedRecord, KafkaMessage, TopicPartitionKey
 from shared.tasks import RevocationRegistry, TaskStatusReporter
 from shared.topics import TopicNames
 
@@ -354,7 +354,7 @@ class ConsumerRuntime(BackgroundLoop):
         free = max(1, self.options.max_in_flight - self._working())
         limit = min(self.options.batch_size, free)
         # consume() waits for a full batch or its timeout: take what is there, else wait for one.
-        messages = consumer.consume(limit, 0)
+        messages: Sequence[KafkaMessage] = consumer.consume(limit, 0)
         if not messages:
             first = consumer.poll(self._poll_timeout())
             if first is None:
@@ -379,7 +379,7 @@ class ConsumerRuntime(BackgroundLoop):
             timeout = min(timeout, max(0.0, (min(soonest) - now) / 1000))
         return timeout
 
-    def _accept(self, consumer: RecordConsumer, messages: list[Any]) -> None:
+    def _accept(self, consumer: RecordConsumer, messages: Sequence[KafkaMessage]) -> None:
         """Sort a polled batch: hold or pause tier records not yet due, dispatch the rest
         with one dedupe query for the whole batch."""
         now = rules.now_ms()

@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from infra.waiting import wait_for
-from shared.runtime import ConsumerRuntime, HandlerContext
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
 from shared.events import TaskState, TaskStatus
 from shared.outbox import Outbox, OutboxRelay
 from shared.producer import EventProducer
+from shared.runtime import ConsumerRuntime, HandlerContext
 from shared.topics import TopicNames
 from tests.support.kafka import read_events
 

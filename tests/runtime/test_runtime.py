@@ -24,7 +24,13 @@ from shared.envelope import Envelope, new_event
 from shared.events import TaskOptions, TaskRevoked, TaskState, TaskStatus, TrainingRequested
 from shared.producer import OutgoingRecord
 from shared.retry import PermanentError, RetryableError
-from shared.runtime import ConsumerRuntime, HandlerContext, HandlerOutcome, RuntimeOptions
+from shared.runtime import (
+    ConsumedRecord,
+    ConsumerRuntime,
+    HandlerContext,
+    HandlerOutcome,
+    RuntimeOptions,
+)
 from shared.tasks import RevocationRegistry
 from shared.topics import TopicNames, delete_topics, parse_tiers, provision_topics
 from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS
@@ -52,6 +58,15 @@ class ScriptedHandler:
                 script.pop(0) if script else (lambda ctx: HandlerOutcome(result={"ok": True}))
             )
         return behaviour(ctx)
+
+
+def blocked(until: threading.Event) -> Behaviour:
+    """A handler that waits for `until` (and ignores cancellation while it waits)."""
+
+    def behaviour(ctx: HandlerContext) -> None:
+        until.wait(30)
+
+    return behaviour
 
 
 def fail_transient(ctx: HandlerContext) -> None:
@@ -263,13 +278,12 @@ def test_malformed_record_is_dead_lettered_and_the_next_one_processed(
     )
     bus.send(good)
     wait_state(bus, "task-after-garbage", "SUCCESS")
-    dead = wait_for(
-        lambda: (
-            len(bus.records(bus.names.dlq(COMMANDS))) == 3 and bus.records(bus.names.dlq(COMMANDS))
-        ),
-        10,
-        what="three dead letters",
-    )
+
+    def three_dead() -> list[ConsumedRecord] | None:
+        dead = bus.records(bus.names.dlq(COMMANDS))
+        return dead if len(dead) == 3 else None
+
+    dead = wait_for(three_dead, 10, what="three dead letters")
     assert {r.header_map()["adflux-reason"] for r in dead} == {b"malformed"}
 
 
@@ -363,7 +377,7 @@ def test_a_handler_that_ignores_its_time_limit_is_abandoned_and_its_lane_goes_on
     bus: Bus, db: Database, handler: ScriptedHandler, revocations: RevocationRegistry
 ) -> None:
     release = threading.Event()
-    handler.scripts["stuck"] = [lambda ctx: release.wait(30) and None]
+    handler.scripts["stuck"] = [blocked(release)]
     rt = make_runtime(bus, db, handler, revocations, lanes=1, time_limit_grace=0.5).start()
     try:
         bus.send(command("stuck", time_limit=0.5, retry_delay=0.5))
@@ -420,7 +434,7 @@ def test_same_key_runs_in_order_and_other_keys_run_meanwhile(
     second = new_event(
         TrainingRequested(), source="test", subject="k", taskid="task-k2"
     )  # same subject, so the same key
-    handler.scripts["k"] = [lambda ctx: gate.wait(20) and HandlerOutcome(), lambda ctx: None]
+    handler.scripts["k"] = [blocked(gate), lambda ctx: None]
     bus.send(first)
     bus.send(second)
     bus.send(command("other"))
@@ -436,12 +450,12 @@ def test_offsets_are_committed_only_up_to_the_lowest_unfinished_record(
     bus: Bus, db: Database, handler: ScriptedHandler, revocations: RevocationRegistry
 ) -> None:
     gate = threading.Event()
-    handler.scripts["slowest"] = [lambda ctx: gate.wait(20) and None]
+    handler.scripts["slowest"] = [blocked(gate)]
     rt = make_runtime(bus, db, handler, revocations).start()
     try:
         assert rt.assigned.wait(30)
-        blocked = command("slowest")
-        bus.send(blocked)
+        slowest = command("slowest")
+        bus.send(slowest)
         [record] = wait_for(lambda: bus.records(bus.names.topic(COMMANDS)), 10)
         topic, partition, offset = record.topic, record.partition, record.offset
         # Later records on the same partition (other keys) finish first.
@@ -472,7 +486,7 @@ def test_in_flight_work_is_bounded_and_the_loop_keeps_polling(
 ) -> None:
     gate = threading.Event()
     for i in range(12):
-        handler.scripts[f"b{i}"] = [lambda ctx: gate.wait(20) and None]
+        handler.scripts[f"b{i}"] = [blocked(gate)]
     rt = make_runtime(bus, db, handler, revocations, lanes=8, max_in_flight=4).start()
     try:
         assert rt.assigned.wait(30)

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from services.ml.handlers import TrainModel, assign_segments, store_candidate
 from services.ml.models import Candidate, Segment, SegmentationModel, latest_version
 from services.ml.stream import OnlineAssigner, OnlineSegmentation
-from shared.runtime import HandlerContext, HandlerOutcome
 from shared.db import Database
 from shared.envelope import Envelope, from_kafka, new_event
 from shared.events import (
@@ -30,6 +29,7 @@ from shared.events import (
 )
 from shared.producer import EventProducer, OutgoingRecord
 from shared.retry import PermanentError
+from shared.runtime import HandlerContext, HandlerOutcome
 from shared.tasks import TaskStatusReporter
 from shared.topics import TopicNames
 from tests.unit.test_ml_segmentation import synthetic_profiles

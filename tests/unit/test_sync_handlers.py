@@ -21,7 +21,6 @@ from services.publisher.platforms.base import (
 )
 from services.sync.handlers import CampaignSync, remember_published
 from services.sync.models import KnownCampaign
-from shared.runtime import HandlerContext, HandlerOutcome
 from shared.db import Database
 from shared.envelope import Envelope, new_event
 from shared.events import (
@@ -32,6 +31,7 @@ from shared.events import (
     SyncRequested,
 )
 from shared.retry import PermanentError
+from shared.runtime import HandlerContext, HandlerOutcome
 
 
 class FakePlatform:

@@ -283,9 +283,11 @@ def _credentials(settings: PlatformSettings) -> Any:
     from google.oauth2.credentials import Credentials
 
     if settings.google_ads_refresh_token is None:
-        return Credentials(token=settings.google_ads_oauth_token.get_secret_value())
+        return Credentials(  # type: ignore[no-untyped-call]  # google-auth ships no annotations here
+            token=settings.google_ads_oauth_token.get_secret_value()
+        )
     secret = settings.google_ads_client_secret
-    return Credentials(
+    return Credentials(  # type: ignore[no-untyped-call]
         token=None,
         refresh_token=settings.google_ads_refresh_token.get_secret_value(),
         client_id=settings.google_ads_client_id,
