@@ -64,11 +64,24 @@ SCHEDULE_FIRINGS = Counter(
     "adflux_schedule_firings_total", "Scheduled firings emitted by the ticker.", ["schedule"]
 )
 
+CONSUMER_LAG = Gauge(
+    "adflux_consumer_lag",
+    "Records not yet consumed, per consumer group, topic and partition (set by the gateway "
+    "on each queue snapshot).",
+    ["group", "topic", "partition"],
+)
+OLDEST_WAITING = Gauge(
+    "adflux_oldest_waiting_seconds",
+    "Age of the oldest record not yet consumed on a topic (0: none waiting).",
+    ["topic"],
+)
+
 ReadyCheck = Callable[[], bool]
 
 
 class HealthServer:
-    """Serves /metrics, /healthz (process alive) and /readyz (every check passes)."""
+    """Serves /metrics, /healthz (process alive) and /readyz (every check passes, and
+    the records each consumer group has in flight)."""
 
     def __init__(self, host: str, port: int, checks: dict[str, ReadyCheck]) -> None:
         """Listens on `host` (settings.bind_address: loopback unless deployed in a container)."""
@@ -83,7 +96,9 @@ class HealthServer:
                 elif self.path == "/readyz":
                     failing = [name for name, check in checks_ref.items() if not _safe(check)]
                     status = "ready" if not failing else "not ready"
-                    body = json.dumps({"status": status, "failing": failing}).encode()
+                    body = json.dumps(
+                        {"status": status, "failing": failing, "in_flight": in_flight()}
+                    ).encode()
                     self._reply(503 if failing else 200, body, "application/json")
                 else:
                     self._reply(404, b'{"detail":"not found"}', "application/json")
@@ -113,6 +128,15 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def in_flight() -> dict[str, int]:
+    """Records each of this process's consumer groups has in hand (the runtime's gauge)."""
+    return {
+        sample.labels["group"]: int(sample.value)
+        for family in IN_FLIGHT.collect()
+        for sample in family.samples
+    }
 
 
 def _safe(check: ReadyCheck) -> bool:

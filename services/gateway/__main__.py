@@ -9,6 +9,7 @@ import uvicorn
 
 from services.gateway.app import create_app
 from services.gateway.auth import check_exposure
+from services.gateway.cluster import KafkaInspector, QueueWatch
 from services.gateway.commands import fail_refused_commands
 from services.gateway.live import TaskUpdateHub
 from services.gateway.models import metadata
@@ -54,12 +55,15 @@ def main() -> None:
             runtime.register_raw(kit.names.dlq(spec.name), recorder)
     relay = kit.relay()
     relay.on_refused = lambda session, rows: fail_refused_commands(session, rows, hub.publish)
+    inspector = KafkaInspector(settings.kafka_bootstrap, kit.names, settings.worker_health_urls)
+    watch = [QueueWatch(inspector, settings.queue_watch_interval)]
     app = create_app(
         settings,
         kit,
         hub,
-        [relay, runtime],
+        [relay, runtime, *(watch if settings.queue_watch_interval else [])],
         {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.ready},
+        inspector,
     )
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
     if app.state.dead_components:

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.api import router
 from services.gateway.auth import TokenRegistry
+from services.gateway.cluster import KafkaInspector
 from services.gateway.console import router as console_router
 from services.gateway.live import TaskUpdateHub
 from services.gateway.monitor import router as monitor_router
@@ -31,6 +32,7 @@ def create_app(
     hub: TaskUpdateHub,
     components: list[Component],
     readiness: dict[str, Callable[[], bool]],
+    inspector: KafkaInspector | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +65,9 @@ def create_app(
     app.state.db = kit.db
     app.state.outbox = kit.outbox
     app.state.hub = hub
+    app.state.kafka = inspector or KafkaInspector(
+        settings.kafka_bootstrap, kit.names, settings.worker_health_urls
+    )
     app.state.tokens = TokenRegistry(
         settings.api_token.get_secret_value(), settings.api_tokens.get_secret_value()
     )

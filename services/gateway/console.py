@@ -1,23 +1,26 @@
-"""The operator console's API (DESIGN.md §6): a task's timeline, bulk revoke and replay by
-the task search's filters (a confirmation count first), and the overview's graphs."""
+"""The operator console's API (DESIGN.md §6): workers and queues as Kafka knows them, a
+task's timeline, bulk revoke and replay by the task search's filters (a confirmation count
+first), and the overview's graphs from the read model."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy.orm import Session
 
 from services.gateway.api import DB, IdPath, OutboxDep, committed, get_or_404
 from services.gateway.auth import require
+from services.gateway.cluster import ClusterUnavailable, KafkaInspector, Queue, Worker
 from services.gateway.commands import revoke
 from services.gateway.models import DeadLetter, Task
 from services.gateway.replay import replay_dead_letter
 from services.gateway.schemas import (
     ERROR_RESPONSES,
     BulkOut,
+    MinuteOut,
     TaskHistoryOut,
     TransitionOut,
 )
@@ -26,6 +29,72 @@ from shared.events import FINAL_STATES, TaskState
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 BULK_LIMIT = 10_000
+GRAPH_TASKS = 50_000  # tasks read for one graph (the last hour's)
+
+
+def inspector_of(request: Request) -> KafkaInspector:
+    inspector: KafkaInspector = request.app.state.kafka
+    return inspector
+
+
+Inspector = Annotated[KafkaInspector, Depends(inspector_of)]
+
+
+@router.get("/workers", dependencies=[Depends(require("tasks:read"))])
+def list_workers(inspector: Inspector) -> list[Worker]:
+    """Each service's consumer-group members (client id, host, assigned partitions), and its
+    /readyz answer (ready, failing checks, records in flight per group). A member that stops
+    heartbeating leaves its group, and this list, within the session timeout."""
+    try:
+        return inspector.workers()
+    except ClusterUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+@router.get("/queues", dependencies=[Depends(require("tasks:read"))])
+def list_queues(inspector: Inspector) -> list[Queue]:
+    """Per consumed topic, its retry tiers and dead-letter topic: lag per consumer group and
+    partition, records waiting and the age of the oldest of them."""
+    try:
+        return inspector.queues()
+    except ClusterUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+@router.get("/stats/tasks", dependencies=[Depends(require("tasks:read"))])
+def task_graphs(
+    session: DB, minutes: Annotated[int, Query(ge=1, le=24 * 60)] = 60
+) -> list[MinuteOut]:
+    """Per minute of the last `minutes`: tasks succeeded, failed and retried, and the
+    latency of the publishes that succeeded then (seconds from request to SUCCESS)."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = now - timedelta(minutes=minutes)
+    buckets = {
+        start + timedelta(minutes=i): MinuteOut(minute=start + timedelta(minutes=i))
+        for i in range(minutes)
+    }
+    latencies: dict[datetime, list[float]] = {}
+    tasks = session.scalars(sa.select(Task).where(Task.updated_at >= start).limit(GRAPH_TASKS))
+    for task in tasks:
+        for entry in task.history or []:
+            at = datetime.fromisoformat(entry["at"])
+            bucket = buckets.get(at.replace(second=0, microsecond=0))
+            if bucket is None:
+                continue
+            if entry["state"] == TaskState.SUCCESS.value:
+                bucket.succeeded += 1
+                if task.name == "campaign.publish":
+                    latency = (at - task.created_at).total_seconds()
+                    latencies.setdefault(bucket.minute, []).append(latency)
+            elif entry["state"] == TaskState.FAILURE.value:
+                bucket.failed += 1
+            elif entry["state"] == TaskState.RETRY.value:
+                bucket.retried += 1
+    for minute, values in latencies.items():
+        values.sort()
+        buckets[minute].publish_latency_p50 = values[len(values) // 2]
+        buckets[minute].publish_latency_max = values[-1]
+    return list(buckets.values())
 
 
 @router.get("/tasks/{task_id}/history", dependencies=[Depends(require("tasks:read"))])

@@ -263,6 +263,15 @@ class TaskHistoryOut(BaseModel):
     transitions: list[TransitionOut]
 
 
+class MinuteOut(BaseModel):
+    minute: datetime
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    publish_latency_p50: float | None = None
+    publish_latency_max: float | None = None
+
+
 class BulkOut(BaseModel):
     matched: int = Field(description="Tasks (dead letters, for replay) the filters select now")
     done: int = Field(description="How many were acted on: 0 for a dry run without confirm")

@@ -1,5 +1,6 @@
-"""The gateway's settings: HTTP port, API tokens, request limits and where the schedules
-file is (the address it listens on is the common `bind_address`)."""
+"""The gateway's settings: HTTP port, API tokens, request limits, where the schedules file
+is, and where the console finds each worker's readiness (the address it listens on is the
+common `bind_address`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pydantic import Field, SecretStr
 from shared.settings import ServiceSettings
 
 DEFAULT_API_TOKEN = "dev-token"
+WORKER_HEALTH_URLS = {
+    service: f"http://127.0.0.1:{port}/readyz"
+    for service, port in (("publisher", 9101), ("sync", 9102), ("ml", 9103), ("ticker", 9104))
+}
 
 
 class GatewaySettings(ServiceSettings):
@@ -22,3 +27,7 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Lifetime of a WebSocket ticket (POST /api/v1/tickets).
     ticket_ttl: float = Field(default=60.0, gt=0, le=3600)
+    # Each worker service's /readyz, as JSON {"<service>": "<url>"} (the console's workers).
+    worker_health_urls: dict[str, str] = Field(default_factory=lambda: dict(WORKER_HEALTH_URLS))
+    # Seconds between queue snapshots (lag gauges); 0: none in the background.
+    queue_watch_interval: float = Field(default=15.0, ge=0)
