@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 # Start order: the sandbox first (the workers talk to it), the gateway last (`up` waits for it).
 SERVICES = ("sandbox", "publisher", "sync", "ml", "ticker", "gateway")
-# Health ports of the workers (DESIGN.md §2): `up` returns once each answers /readyz.
+# Health ports of the workers (docs/architecture.md): `up` returns once each answers /readyz.
 WORKER_PORTS = {"publisher": 9101, "sync": 9102, "ml": 9103, "ticker": 9104}
 
 

@@ -19,7 +19,7 @@ from shared.currencies import check_currency
 
 Platform = Literal["meta", "google"]
 
-# Bounds of every task option (DESIGN.md §4): what a worker can honour without overflowing a
+# Bounds of every task option (docs/contracts.md): what a worker can honour without overflowing a
 # timer or holding a record in the delay tiers for months.
 MAX_SCHEDULE_AHEAD_SECONDS = 30 * 24 * 3600  # countdown, eta and expires: at most 30 days ahead
 MAX_RETRIES = 100
@@ -39,7 +39,7 @@ class Payload(BaseModel):
 
 
 class TaskState(StrEnum):
-    """Task states, as Celery users know them (DESIGN.md §4)."""
+    """Task states, as Celery users know them (docs/contracts.md)."""
 
     PENDING = "PENDING"
     SCHEDULED = "SCHEDULED"
@@ -269,7 +269,7 @@ _CONTRACTS = [
 CONTRACTS: dict[str, EventContract] = {c.type: c for c in _CONTRACTS}
 CONTRACT_BY_MODEL: dict[type[Payload], EventContract] = {c.model: c for c in _CONTRACTS}
 
-# Task name -> the command event type that runs it (DESIGN.md §4).
+# Task name -> the command event type that runs it (docs/contracts.md).
 TASK_COMMANDS: dict[str, str] = {
     "campaign.publish": "campaign.publish_requested",
     "campaign.sync": "campaign.sync_requested",

@@ -118,7 +118,7 @@ class TopicNames:
                 spec = replace(spec, partitions=self.max_partitions)
             specs.append((self.topic(spec.name), spec))
             if spec.consumed:
-                # Tier topics are keyed and partitioned like their source (DESIGN.md §5).
+                # Tier topics are keyed and partitioned like their source (docs/guarantees.md).
                 delayed = TopicSpec(spec.name, spec.partitions, 7 * DAY_MS)
                 specs.extend((self.retry(spec.name, t), delayed) for t in self.tiers)
                 specs.append(

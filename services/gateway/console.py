@@ -1,4 +1,4 @@
-"""The operator console's API (DESIGN.md §6): workers and queues as Kafka knows them, a
+"""The operator console's API (docs/architecture.md): workers and queues as Kafka knows them, a
 task's timeline, bulk revoke and replay by the task search's filters (a confirmation count
 first), and the overview's graphs from the read model."""
 

@@ -1,4 +1,4 @@
-"""Online segment assignment (DESIGN.md §3a): a faust agent on `candidate.upserted` applies
+"""Online segment assignment (docs/architecture.md): a faust agent on `candidate.upserted` applies
 the current model to every new or changed candidate and emits `candidate.segmented`.
 
 Its output can be recomputed (`ml.assign_segments` redoes it for everyone), so it runs on

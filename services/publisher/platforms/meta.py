@@ -2,7 +2,7 @@
 creative → ad), status and insights for sync, and error classification.
 
 The SDK is synchronous and its api object is not thread-safe, so every call of one adapter
-is serialised by a lock; the base URL is set on the session instance (PLATFORMS.md), and
+is serialised by a lock; the base URL is set on the session instance (docs/platforms.md), and
 `FacebookAdsApi.init()` is never called (it installs a crash reporter that posts upstream).
 """
 
