@@ -197,7 +197,28 @@ class OutboxRelay(BackgroundLoop):
         self._last_purge = datetime.now(UTC)
 
     def relay_once(self) -> int:
-        """Send one batch; returns how many rows it settled (sent or set aside)."""
+        """Send one batch; returns how many rows it settled (sent or set aside). Whatever
+        happened (the broker down included), the backlog gauge then holds the unsent count."""
+        try:
+            return self._relay_batch()
+        finally:
+            self._export_backlog()
+
+    def _export_backlog(self) -> None:
+        table = self.outbox.table
+        try:
+            with self.db.session() as session:
+                unsent = session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(table.c.sent_at.is_(None), table.c.refused_at.is_(None))
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("counting the outbox backlog of %s failed: %s", self.service, exc)
+            return
+        metrics.OUTBOX_PENDING.labels(self.service).set(unsent or 0)
+
+    def _relay_batch(self) -> int:
         table = self.outbox.table
         with self.db.session() as session:
             query = (
@@ -210,7 +231,6 @@ class OutboxRelay(BackgroundLoop):
                 query = query.with_for_update(skip_locked=True)
             rows = session.execute(query).all()
             if not rows:
-                metrics.OUTBOX_PENDING.labels(self.service).set(0)
                 return 0
             sent, refused, failure = self._produce(rows)
             now = datetime.now(UTC)
