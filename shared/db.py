@@ -139,10 +139,22 @@ class Database:
     def migrate(self) -> None:
         """Bring this service's schema to the newest Alembic revision."""
         with _migrate_lock:
-            if self.schema:
-                with self.engine.begin() as conn:
-                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-            command.upgrade(self._alembic_config(), "head")
+            if not self.schema:
+                command.upgrade(self._alembic_config(), "head")
+                return
+            # Replicas of a service start together: one migrates, the others wait for it
+            # (a session lock on a connection of its own, held across schema and upgrade).
+            with self.engine.connect() as guard:
+                key = f"adflux.migrate.{self.schema}"
+                guard.execute(sa.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": key})
+                guard.commit()
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                    command.upgrade(self._alembic_config(), "head")
+                finally:
+                    guard.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+                    guard.commit()
 
     def autogenerate(self, metadata: sa.MetaData, message: str) -> None:
         """Write a new migration for the difference between `metadata` and the database."""

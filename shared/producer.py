@@ -87,7 +87,9 @@ class EventProducer:
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 1,
+            # Latency first: send at once (records still batch while a request is in flight).
+            "linger.ms": 0,
+            "socket.nagle.disable": True,
             "compression.type": "lz4",
             "delivery.timeout.ms": 60000,
             "message.timeout.ms": 60000,

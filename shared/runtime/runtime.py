@@ -239,6 +239,7 @@ class ConsumerRuntime(BackgroundLoop):
             "heartbeat.interval.ms": max(1000, self.options.session_timeout_ms // 4),
             "topic.metadata.refresh.interval.ms": 10000,
             "fetch.wait.max.ms": 100,
+            "socket.nagle.disable": True,
         }
 
     def _assign_all(self, consumer: RecordConsumer) -> None:
