@@ -23,8 +23,22 @@ function headers() {
   return { "Authorization": "Bearer " + token(), "Content-Type": "application/json" };
 }
 
+// Signed in: the console shows; signed out (no token, or the token refused): the sign-in
+// form with the reason, never a raw 401 above empty tables.
+function signedIn(yes, reason) {
+  $("console").hidden = !yes;
+  $("login").hidden = yes;
+  if (reason) $("login-reason").textContent = reason;
+  setStatus(yes ? "signed in" : "sign in");
+}
+
 async function call(method, path) {
   const r = await fetch(api + path, { method, headers: headers() });
+  if (r.status === 401) {
+    sessionStorage.removeItem(KEY);
+    signedIn(false, "That token was refused (401); enter a valid API token.");
+    throw new Error("signed out");
+  }
   if (!r.ok) {
     let detail = String(r.status);
     try { const body = await r.json(); detail += " " + (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)); } catch (e) { /* not JSON */ }
@@ -81,9 +95,10 @@ function render() {
 }
 
 async function refresh() {
-  if (!token()) return;
+  if (!token()) { signedIn(false); return; }
   try {
     for (const t of await call("GET", "/tasks?limit=500")) tasks.set(t.task_id, t);
+    signedIn(true);
     render();
     const dead = await call("GET", "/dead-letters");
     fill("dead", dead.map(d => el("tr", null,
@@ -93,11 +108,22 @@ async function refresh() {
     const refused = await call("GET", "/outbox/refused");
     fill("refused", refused.map(r => el("tr", null,
       cell(r.id), cell(r.topic), cell(r.event_type), code(r.task_id), cell(r.size), cell(r.reason), cell(r.refused_at))));
+    const workers = await call("GET", "/workers");
+    fill("workers", workers.flatMap(w => (w.members.length ? w.members : [null]).map(m => el("tr", null,
+      cell(w.service), cell(w.ready == null ? "unknown" : (w.ready ? "ready" : "NOT READY")),
+      cell(w.readiness && w.readiness.in_flight ? Object.values(w.readiness.in_flight).reduce((a, b) => a + b, 0) : ""),
+      cell(m ? m.group : "(no member)"), code(m ? m.client_id : ""), cell(m ? m.host : ""),
+      cell(m ? m.partitions.join(", ") : "")))));
+    const kafkaQueues = await call("GET", "/queues");
+    fill("kafka-queues", kafkaQueues.filter(q => q.partitions > 0).map(q => el("tr", null,
+      code(q.physical), cell(q.kind), cell(q.partitions), cell(q.waiting),
+      cell(q.oldest_waiting_seconds == null ? "" : q.oldest_waiting_seconds.toFixed(1)),
+      cell(q.lags.map(l => l.group + "[" + l.partition + "]=" + l.lag).join(", ")))));
     const schedules = await call("GET", "/schedules");
     fill("schedules", schedules.map(s => el("tr", null,
       cell(s.name), cell(s.task), code(s.cron), cell(s.next_run_at),
       el("td", null, button("run now", () => call("POST", "/schedules/" + path(s.name) + "/run"))))));
-  } catch (e) { setStatus(String(e.message || e)); }
+  } catch (e) { if (token()) setStatus(String(e.message || e)); }
 }
 
 async function connect() {
@@ -132,8 +158,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (socket) { socket.onclose = null; socket.close(); socket = null; }
     tasks.clear();
     render();
-    setStatus("enter a token");
+    signedIn(false, "Signed out. Enter an API token to sign in again.");
   });
-  if (token()) { refresh(); connect(); }
+  if (token()) { refresh(); connect(); } else signedIn(false);
   setInterval(refresh, 5000);
 });
