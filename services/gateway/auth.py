@@ -15,8 +15,8 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -157,11 +157,12 @@ def bearer_scopes(
     return scopes
 
 
-def require(scope: str) -> Callable[..., frozenset[str]]:
+def require(scope: str) -> Callable[..., Coroutine[Any, Any, frozenset[str]]]:
     """A FastAPI dependency that admits requests whose token has `scope` (and returns the
-    token's scopes, for checks that depend on the body)."""
+    token's scopes, for checks that depend on the body). Async: a digest and a lookup need no
+    worker thread, and every request saves a hop to the thread pool."""
 
-    def check(
+    async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> frozenset[str]:
