@@ -160,15 +160,9 @@ def start_fleet(env: dict[str, str], log_dir: Path) -> Fleet:
         process = ServiceProcess(service, {**env, "ADFLUX_METRICS_PORT": str(port)}, log_dir, name)
         workers[name] = Member(process, f"http://127.0.0.1:{port}/readyz")
     fleet = Fleet(Member(gateway, f"http://127.0.0.1:{http_port}/readyz"), workers)
-    second = fleet.workers["publisher-1"]
-    first = [m for m in fleet.members if m is not second]
-    for member in first:
+    for member in fleet.members:  # together, as replicas start: migrations take turns
         member.process.start()
-    # The second replica starts once the first has migrated the schema: two replicas migrating
-    # one PostgreSQL schema at once race (the loser exits with a UniqueViolation on
-    # alembic_version; shared/db.py serialises migrations within a process only).
-    wait_for(lambda: all(m.ready() for m in first), 90, 0.2, "the first replicas to be ready")
-    second.process.start()
+    wait_for(lambda: all(m.ready() for m in fleet.members), 90, 0.2, "every member ready")
     return fleet
 
 
