@@ -17,6 +17,7 @@ COPY config ./config
 COPY schemas ./schemas
 COPY shared ./shared
 COPY services ./services
+COPY adplatforms ./adplatforms
 USER adflux
 ENV ADFLUX_DATA_DIR=/home/adflux/data
 EXPOSE 8000 8010 8011 9101 9102 9103 9104

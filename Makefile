@@ -73,10 +73,10 @@ observe-stop: ## Stop the Prometheus `make observe` started
 test-unit: setup ## Only the unit tests (no broker, no database)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff format --check, ruff check, mypy (--strict on shared and services)
+lint: setup ## ruff format --check, ruff check, mypy (--strict on shared, services and adplatforms)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict shared services
+	$(VENV)/bin/mypy --strict shared services adplatforms
 	$(VENV)/bin/mypy infra bench tests
 
 format: setup ## Apply ruff's formatting and fixes

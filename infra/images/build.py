@@ -85,6 +85,7 @@ IMAGES = (
             "schemas",
             "shared",
             "services",
+            "adplatforms",
         ),
     ),
     Image(

@@ -3,9 +3,9 @@ ad platforms, then runs until SIGTERM."""
 
 from __future__ import annotations
 
+from adplatforms.registry import platform_factories
 from services.publisher.handlers import PublishCampaign
 from services.publisher.models import metadata
-from services.publisher.platforms.registry import platform_factories
 from services.publisher.settings import PublisherSettings
 from shared.events import PublishRequested
 from shared.service import build_kit, serve

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from adplatforms.base import CampaignSpec, JobOpening, StepJournal
+from adplatforms.registry import PlatformFactory
 from services.publisher.journal import DbStepJournal
-from services.publisher.platforms.base import CampaignSpec, JobOpening, StepJournal
-from services.publisher.platforms.registry import PlatformFactory
 from shared.db import Database
 from shared.envelope import Envelope, caused_by
 from shared.events import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.publisher.platforms.registry import PlatformFactory, platform_factories
+from adplatforms.registry import PlatformFactory, platform_factories
 from services.sync.handlers import CampaignSync, remember_published
 from services.sync.models import metadata
 from services.sync.settings import SyncSettings

@@ -12,8 +12,8 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.publisher.platforms.base import CampaignSnapshot
-from services.publisher.platforms.registry import PlatformFactory
+from adplatforms.base import CampaignSnapshot
+from adplatforms.registry import PlatformFactory
 from services.sync.models import KnownCampaign
 from shared.envelope import Envelope, caused_by
 from shared.events import (

@@ -14,15 +14,15 @@ from typing import Any, Literal
 import pytest
 import sqlalchemy as sa
 
-from infra.waiting import wait_for
-from services.publisher.platforms.base import (
+from adplatforms.base import (
     AdPlatform,
     CampaignSpec,
     JobOpening,
     PermanentPlatformError,
 )
-from services.publisher.platforms.google import GoogleAdsPlatform
-from services.publisher.platforms.meta import MetaAdsPlatform
+from adplatforms.google import GoogleAdsPlatform
+from adplatforms.meta import MetaAdsPlatform
+from infra.waiting import wait_for
 from services.sync.__main__ import SyncService, compose
 from services.sync.models import KnownCampaign, metadata
 from services.sync.settings import SyncSettings

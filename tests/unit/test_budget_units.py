@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from services.publisher.platforms.base import PermanentPlatformError, in_micros, in_minor_units
-from services.publisher.platforms.meta import WHOLE_UNIT_CURRENCIES
+from adplatforms.base import PermanentPlatformError, in_micros, in_minor_units
+from adplatforms.meta import WHOLE_UNIT_CURRENCIES
 from shared.currencies import check_amount, check_currency
 from shared.events import JobOpening, PublishRequested
 

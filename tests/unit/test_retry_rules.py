@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from services.publisher.platforms.base import PermanentPlatformError, TransientPlatformError
+from adplatforms.base import PermanentPlatformError, TransientPlatformError
 from shared.retry import (
     Disposition,
     PermanentError,

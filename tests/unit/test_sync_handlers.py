@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pytest
 from sqlalchemy.orm import Session
 
-from services.publisher.platforms.base import (
+from adplatforms.base import (
     AdPlatform,
     CampaignSnapshot,
     CampaignSpec,

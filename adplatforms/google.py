@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 import grpc
 
-from services.publisher.platforms.base import (
+from adplatforms.base import (
     CampaignSnapshot,
     CampaignSpec,
     JobOpening,
@@ -28,6 +28,7 @@ from services.publisher.platforms.base import (
     TransientPlatformError,
     in_micros,
 )
+from adplatforms.steps import run_steps
 from shared.redaction import redact
 from shared.settings import PlatformSettings
 
@@ -71,13 +72,13 @@ class GoogleAdsPlatform:
         self._sdk = _Sdk.connect(settings)
 
     def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
-        ids: dict[str, str] = {}
         with self._platform_errors():
-            for step in self.steps:
-                ids[step] = journal.created_id(step) or self._resume_or_create(
-                    step, spec, ids, journal
-                )
-        return ids
+            return run_steps(
+                self.steps,
+                journal,
+                find=lambda step, ids: self._find(step, spec, ids),
+                create=lambda step, ids: self._create(step, spec, ids),
+            )
 
     def fetch_statuses_and_metrics(
         self, external_ids: list[str] | None = None
@@ -106,28 +107,16 @@ class GoogleAdsPlatform:
 
     # --- the steps ---------------------------------------------------------------------------
 
-    def _resume_or_create(
-        self, step: str, spec: CampaignSpec, ids: dict[str, str], journal: StepJournal
-    ) -> str:
-        if journal.was_attempted(step):
-            # The last attempt may have created it before a crash or a timeout: reuse that.
-            found = self._find(step, spec, ids)
-            if found is not None:
-                journal.record(step, found)
-                return found
-        else:
-            journal.mark_attempt(step)
+    def _create(self, step: str, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
         create = {
             "budget": self._create_budget,
             "campaign": self._create_campaign,
             "ad_group": self._create_ad_group,
             "ad": self._create_ad,
         }[step]
-        created = create(spec, ids)
-        journal.record(step, created)
-        return created
+        return create(spec, ids)
 
-    def _create_budget(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+    def _create_budget(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
         sdk = self._sdk
         operation = sdk.client.get_type("CampaignBudgetOperation")
         budget = operation.create
@@ -138,7 +127,7 @@ class GoogleAdsPlatform:
         response = self._call(sdk.budgets.mutate_campaign_budgets, operations=[operation])
         return str(response.results[0].resource_name)
 
-    def _create_campaign(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+    def _create_campaign(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
         sdk = self._sdk
         enums = sdk.client.enums
         operation = sdk.client.get_type("CampaignOperation")
@@ -156,7 +145,7 @@ class GoogleAdsPlatform:
         response = self._call(sdk.campaigns.mutate_campaigns, operations=[operation])
         return _resource_id(response.results[0].resource_name)
 
-    def _create_ad_group(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+    def _create_ad_group(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
         sdk = self._sdk
         enums = sdk.client.enums
         operation = sdk.client.get_type("AdGroupOperation")
@@ -168,7 +157,7 @@ class GoogleAdsPlatform:
         response = self._call(sdk.ad_groups.mutate_ad_groups, operations=[operation])
         return str(response.results[0].resource_name)
 
-    def _create_ad(self, spec: CampaignSpec, ids: dict[str, str]) -> str:
+    def _create_ad(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
         sdk = self._sdk
         operation = sdk.client.get_type("AdGroupAdOperation")
         ad_group_ad = operation.create
@@ -182,7 +171,7 @@ class GoogleAdsPlatform:
         response = self._call(sdk.ads.mutate_ad_group_ads, operations=[operation])
         return str(response.results[0].resource_name)
 
-    def _find(self, step: str, spec: CampaignSpec, ids: dict[str, str]) -> str | None:
+    def _find(self, step: str, spec: CampaignSpec, ids: Mapping[str, str]) -> str | None:
         """The object an earlier, unrecorded attempt at `step` created, if it exists."""
         if step == "budget":
             name = _gaql_string(_object_name(f"{spec.name} budget", spec))

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from infra.ports import free_port
-from infra.waiting import wait_for
-from services.publisher.platforms.base import (
+from adplatforms.base import (
     CampaignSpec,
     JobOpening,
     PermanentPlatformError,
     TransientPlatformError,
 )
-from services.publisher.platforms.google import GoogleAdsPlatform
+from adplatforms.google import GoogleAdsPlatform
+from infra.ports import free_port
+from infra.waiting import wait_for
 from services.sandbox.faults import FaultInjector, FaultRule
 from services.sandbox.google import start_google_server
 from services.sandbox.state import SandboxState
@@ -300,7 +300,7 @@ def test_search_pages_through_results(platform: GoogleAdsPlatform) -> None:
 
 def test_importing_the_adapter_does_not_import_the_sdk() -> None:
     check = (
-        "import sys, services.publisher.platforms.google\n"
+        "import sys, adplatforms.google\n"
         "assert 'google.ads.googleads' not in sys.modules, 'google-ads imported'\n"
     )
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)

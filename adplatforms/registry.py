@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from services.publisher.platforms.base import AdPlatform
+from adplatforms.base import AdPlatform
 from shared.settings import PlatformSettings
 
 PlatformFactory = Callable[[], AdPlatform]
@@ -28,12 +28,12 @@ def once(build: Callable[[], AdPlatform]) -> PlatformFactory:
 
 def platform_factories(settings: PlatformSettings) -> dict[str, PlatformFactory]:
     def meta() -> AdPlatform:
-        from services.publisher.platforms.meta import MetaAdsPlatform
+        from adplatforms.meta import MetaAdsPlatform
 
         return MetaAdsPlatform(settings)
 
     def google() -> AdPlatform:
-        from services.publisher.platforms.google import GoogleAdsPlatform
+        from adplatforms.google import GoogleAdsPlatform
 
         return GoogleAdsPlatform(settings)
 

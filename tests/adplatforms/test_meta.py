@@ -13,15 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.ports import free_port
-from infra.processes import ServiceProcess
-from services.publisher.platforms.base import (
+from adplatforms.base import (
     CampaignSpec,
     JobOpening,
     PermanentPlatformError,
     TransientPlatformError,
 )
-from services.publisher.platforms.meta import MetaAdsPlatform
+from adplatforms.meta import MetaAdsPlatform
+from infra.ports import free_port
+from infra.processes import ServiceProcess
 from shared.settings import PlatformSettings
 from tests.support.journal import MemoryJournal
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -23,7 +23,7 @@ from facebook_business.api import FacebookAdsApi
 from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
 
-from services.publisher.platforms.base import (
+from adplatforms.base import (
     CampaignSnapshot,
     CampaignSpec,
     PermanentPlatformError,
@@ -33,6 +33,7 @@ from services.publisher.platforms.base import (
     TransientPlatformError,
     in_minor_units,
 )
+from adplatforms.steps import run_steps
 from shared import metrics
 from shared.redaction import redact
 from shared.settings import PlatformSettings
@@ -141,17 +142,14 @@ class MetaAdsPlatform:
     def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
         # Bracketed, so that searching for campaign c-1's objects cannot match c-10's.
         tag = f"[adflux:{spec.campaign_id}]"
-        for step in self.steps:
-            if journal.created_id(step):
-                continue
-            existing = self._find_existing(step, tag) if journal.was_attempted(step) else None
-            if existing is None:
-                journal.mark_attempt(step)
-                existing = self._create(step, spec, tag, journal)
-            journal.record(step, existing)
-        return {step: journal.created_id(step) or "" for step in self.steps}
+        return run_steps(
+            self.steps,
+            journal,
+            find=lambda step, _ids: self._find_existing(step, tag),
+            create=lambda step, ids: self._create(step, spec, tag, ids),
+        )
 
-    def _create(self, step: str, spec: CampaignSpec, tag: str, journal: StepJournal) -> str:
+    def _create(self, step: str, spec: CampaignSpec, tag: str, ids: Mapping[str, str]) -> str:
         job = spec.job
         if step == "campaign":
             params = {
@@ -169,7 +167,7 @@ class MetaAdsPlatform:
         if step == "adset":
             params = {
                 "name": f"{spec.name} ad set {tag}",
-                "campaign_id": journal.created_id("campaign"),
+                "campaign_id": ids["campaign"],
                 "daily_budget": in_minor_units(
                     spec.daily_budget, spec.currency, whole_units=WHOLE_UNIT_CURRENCIES
                 ),
@@ -203,8 +201,8 @@ class MetaAdsPlatform:
             )
         params = {
             "name": f"{spec.name} ad {tag}",
-            "adset_id": journal.created_id("adset"),
-            "creative": {"creative_id": journal.created_id("creative")},
+            "adset_id": ids["adset"],
+            "creative": {"creative_id": ids["creative"]},
             "status": "ACTIVE",
         }
         return str(self._call("create_ad", lambda: self._account.create_ad(params=params))["id"])

@@ -1,1 +1,0 @@
-"""Ad-platform adapters: the outside world the publisher and sync handlers talk to."""
