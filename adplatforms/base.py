@@ -91,15 +91,6 @@ class PlatformError(Exception):
         self.http_status = http_status
         self.retry_after = retry_after  # seconds the platform asked us to wait, if any
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "message": self.message,
-            "code": self.code,
-            "subcode": self.subcode,
-            "http_status": self.http_status,
-            "transient": self.transient,
-        }
-
 
 class TransientPlatformError(PlatformError):
     """Timeouts, 5xx, rate limits, `is_transient`, gRPC UNAVAILABLE/RESOURCE_EXHAUSTED."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,9 +55,6 @@ class Envelope:
             return contract.model.model_validate(self.data)
         except ValidationError as exc:
             raise MalformedEvent(f"{self.type} violates its schema: {exc}") from exc
-
-    def with_attempt(self, attempt: int) -> Envelope:
-        return replace(self, attempt=attempt)
 
 
 def new_event(

@@ -70,10 +70,6 @@ def register_secrets(values: Iterable[str | None]) -> None:
         _secret_pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
 
-def registered_secret_count() -> int:
-    return len(_secrets)
-
-
 def redact(text: str) -> str:
     """`text` without any secret it carried."""
     if not text:
