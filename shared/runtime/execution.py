@@ -341,6 +341,7 @@ class RecordExecutor:
         metrics.EVENTS_HANDLED.labels(self.service, envelope.type, "success").inc()
         if task is not None:
             metrics.TASKS.labels(self.service, task.task_name, TaskState.SUCCESS.value).inc()
+            log.info("task %s succeeded", task.task_name)  # the line carries task_id
         return records
 
     def _stored(

@@ -6,6 +6,7 @@ rebalances, revocations and infrastructure errors."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import zlib
@@ -22,6 +23,7 @@ from infra.waiting import wait_for
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
 from shared.events import TaskOptions, TaskRevoked, TaskState, TaskStatus, TrainingRequested
+from shared.logging import JsonFormatter
 from shared.producer import OutgoingRecord
 from shared.retry import PermanentError, RetryableError
 from shared.runtime import (
@@ -637,3 +639,28 @@ def test_group_commit_applies_a_batch_in_one_transaction_and_isolates_a_failure(
         assert rows == 30  # every good event tracked once; the poison one is not
     finally:
         rt.stop()
+
+
+def test_a_successful_task_leaves_a_log_line_with_its_task_id(
+    runtime: ConsumerRuntime, bus: Bus
+) -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    collector = Collect()
+    collector.setFormatter(JsonFormatter("test"))
+    logger = logging.getLogger("shared.runtime.execution")
+    logger.addHandler(collector)
+    logger.setLevel(logging.INFO)
+    try:
+        bus.send(command("logged"))
+        wait_state(bus, "task-logged", "SUCCESS")
+        entries = [json.loads(line) for line in lines]
+        assert any(
+            e.get("task_id") == "task-logged" and "succeeded" in e["message"] for e in entries
+        )
+    finally:
+        logger.removeHandler(collector)
