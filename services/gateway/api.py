@@ -135,7 +135,6 @@ def _options(body: TaskOptionsIn) -> Any:
             countdown=body.countdown,
             eta=body.eta,
             expires=body.expires,
-            priority=body.priority,
             max_retries=body.max_retries,
             retry_delay=body.retry_delay,
             time_limit=body.time_limit,
@@ -443,7 +442,7 @@ def run_schedule(
     if schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"schedule {name!r} not found")
     try:
-        options = options_from(priority=schedule.priority, expires=schedule.expires)
+        options = options_from(expires=schedule.expires)
         task = issue_task(
             session,
             outbox,

@@ -75,7 +75,6 @@ def run_task(
     expires: Annotated[
         float | None, typer.Option(help="Seconds after which it must not run")
     ] = None,
-    priority: Annotated[str | None, typer.Option(help="high | normal | low")] = None,
     time_limit: Annotated[
         float | None, typer.Option(help="Seconds an attempt may run before it is stopped")
     ] = None,
@@ -94,7 +93,6 @@ def run_task(
         "countdown": countdown,
         "eta": eta.isoformat() if eta else None,
         "expires": expires,
-        "priority": priority,
         "time_limit": time_limit,
         "max_retries": max_retries,
         "retry_delay": retry_delay,

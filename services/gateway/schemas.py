@@ -195,7 +195,6 @@ class TaskOptionsIn(Body):
         | Annotated[float, Field(ge=0, le=MAX_SCHEDULE_AHEAD_SECONDS, allow_inf_nan=False)]
         | None
     ) = Field(default=None, description="A time, or seconds from now.")
-    priority: Literal["high", "normal", "low"] | None = None
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     retry_delay: float | None = Field(
         default=None, ge=0, le=MAX_RETRY_DELAY_SECONDS, allow_inf_nan=False
