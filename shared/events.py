@@ -236,6 +236,28 @@ class TaskRevoked(Payload):
     revoked_at: datetime
 
 
+class ScheduleControlRequested(Payload):
+    """An operator's request to the ticker: pause or resume a schedule, or fire its slots in
+    `[start, end]` that were never fired (backfill)."""
+
+    schedule: str
+    action: Literal["pause", "resume", "backfill"]
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    requested_at: datetime
+
+
+class ScheduleStateChanged(Payload):
+    """The ticker's view of a schedule after a change: paused or not, and its newest firing
+    (`schedule.state` is compacted by schedule name, so the latest view survives)."""
+
+    schedule: str
+    paused: bool
+    last_slot: datetime | None = None
+    last_task_id: str | None = None
+    at: datetime
+
+
 @dataclass(frozen=True)
 class EventContract:
     """An event type: its topic name, payload model and schema version."""
@@ -264,6 +286,8 @@ _CONTRACTS = [
     EventContract("candidate.segmented", CandidateSegmented),
     EventContract("task.status", TaskStatus),
     EventContract("task.revoked", TaskRevoked),
+    EventContract("schedule.control_requested", ScheduleControlRequested),
+    EventContract("schedule.state", ScheduleStateChanged),
 ]
 
 CONTRACTS: dict[str, EventContract] = {c.type: c for c in _CONTRACTS}

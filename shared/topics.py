@@ -70,6 +70,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("candidate.segmented", consumed=True),
     TopicSpec("task.status", partitions=6, consumed=True),
     TopicSpec("task.revoked", partitions=1, compacted=True),
+    TopicSpec("schedule.control_requested", partitions=1, consumed=True),
+    TopicSpec("schedule.state", partitions=1, compacted=True, consumed=True),
 )
 TOPIC_SPECS: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 
