@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ from adplatforms.base import (
 from adplatforms.meta import MetaAdsPlatform
 from infra.ports import free_port
 from infra.processes import ServiceProcess
+from infra.waiting import wait_for
 from shared.settings import PlatformSettings
 from tests.support.journal import MemoryJournal
 
@@ -150,10 +150,17 @@ def test_statuses_and_growing_insights_for_sync(meta: MetaAdsPlatform, graph_url
         ids[1]: "paused",
         ids[2]: "active",
     }
-    time.sleep(1.2)  # metrics grow with the objects' age
-    later = {s.external_id: s for s in meta.fetch_statuses_and_metrics(ids[:1])}
-    assert list(later) == [ids[0]]
-    assert later[ids[0]].impressions > first[ids[0]].impressions
+    # Metrics grow with the objects' age: wait until they have.
+    later = wait_for(
+        lambda: [
+            snapshot
+            for snapshot in meta.fetch_statuses_and_metrics(ids[:1])
+            if snapshot.impressions > first[ids[0]].impressions
+        ],
+        timeout=15,
+        what="impressions to grow",
+    )
+    assert [s.external_id for s in later] == [ids[0]]
 
 
 def test_listing_follows_cursor_pages(graph_url: str, meta: MetaAdsPlatform) -> None:
@@ -218,11 +225,15 @@ def test_a_latency_fault_delays_only_its_own_call(meta: MetaAdsPlatform, graph_u
     fault(graph_url, operation="create_campaign", kind="latency", latency_ms=1500, count=1)
     slow = threading.Thread(target=meta.create_campaign_flow, args=(spec(), MemoryJournal()))
     slow.start()
-    deadline = time.monotonic() + 5
-    while httpx.get(f"{graph_url}/_sandbox/stats").json()["requests"] == 0:
-        assert time.monotonic() < deadline, "the slow call never reached the sandbox"
-    started = time.perf_counter()
-    assert stats(graph_url)["campaigns"] == 0  # answered while the slow call still sleeps
-    assert time.perf_counter() - started < 0.5
+    wait_for(
+        lambda: httpx.get(f"{graph_url}/_sandbox/stats").json()["requests"] > 0,
+        timeout=5,
+        interval=0.01,
+        what="the slow call to reach the sandbox",
+    )
+    # Answered while the slow call still sleeps: a sandbox that served one call at a time
+    # would have created the campaign before answering.
+    assert stats(graph_url)["campaigns"] == 0
+    assert slow.is_alive()
     slow.join(timeout=10)
     assert stats(graph_url) == {"campaigns": 1, "adsets": 1, "adcreatives": 1, "ads": 1}

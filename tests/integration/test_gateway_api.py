@@ -202,7 +202,7 @@ def test_websocket_streams_every_transition(
         async with websockets.connect(
             ws_url, additional_headers={"Authorization": "Bearer test-token"}
         ) as ws:
-            await asyncio.sleep(0.3)  # subscribed before the first event is projected
+            await subscribed(ws)
             for state in (TaskState.STARTED, TaskState.RETRY, TaskState.FAILURE):
                 error = (
                     ErrorInfo(error_class="X", message="boom")
@@ -214,8 +214,21 @@ def test_websocket_streams_every_transition(
                 )
             received: list[dict[str, Any]] = []
             while len(received) < 3:
-                received.append(json.loads(await asyncio.wait_for(ws.recv(), 20)))
+                update = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if update["task_id"] == "ws-task":  # late probe updates are not ours
+                    received.append(update)
             return received
+
+    async def subscribed(ws: Any) -> None:
+        """Until a probe transition comes through: from then on the stream has every one."""
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            producer.send(names.topic("task.status"), status_event("ws-probe", TaskState.STARTED))
+            try:
+                await asyncio.wait_for(ws.recv(), 0.5)
+                return
+            except TimeoutError:
+                assert asyncio.get_running_loop().time() < deadline, "never subscribed"
 
     updates = asyncio.run(scenario())
     assert [u["state"] for u in updates] == ["STARTED", "RETRY", "FAILURE"]
