@@ -108,28 +108,44 @@ class MetaAdsPlatform:
     steps: tuple[str, ...] = ("campaign", "adset", "creative", "ad")
 
     def __init__(self, settings: PlatformSettings) -> None:
-        session = FacebookSession(
-            access_token=settings.meta_access_token.get_secret_value(),
-            app_secret=settings.meta_app_secret.get_secret_value()
-            if settings.meta_app_secret
-            else None,
-            timeout=settings.meta_timeout,
-        )
-        session.GRAPH = settings.meta_graph_url.rstrip("/")  # read from the instance by call()
-        self._api = FacebookAdsApi(session, api_version=settings.meta_api_version)
+        self._settings = settings
         account_id = settings.meta_ad_account_id
-        self._account = AdAccount(
-            account_id if account_id.startswith("act_") else f"act_{account_id}", api=self._api
-        )
+        self._account_id = account_id if account_id.startswith("act_") else f"act_{account_id}"
         self._page_id = settings.meta_page_id
-        self._lock = threading.Lock()
+        # One SDK session per lane thread: the SDK's session is not made for concurrent calls,
+        # and one shared behind a lock would make every lane wait for every other's call.
+        self._local = threading.local()
+
+    def _client(self) -> tuple[FacebookAdsApi, AdAccount]:
+        client: tuple[FacebookAdsApi, AdAccount] | None = getattr(self._local, "client", None)
+        if client is None:
+            settings = self._settings
+            session = FacebookSession(
+                access_token=settings.meta_access_token.get_secret_value(),
+                app_secret=settings.meta_app_secret.get_secret_value()
+                if settings.meta_app_secret
+                else None,
+                timeout=settings.meta_timeout,
+            )
+            session.GRAPH = settings.meta_graph_url.rstrip("/")  # read from the instance by call()
+            api = FacebookAdsApi(session, api_version=settings.meta_api_version)
+            client = (api, AdAccount(self._account_id, api=api))
+            self._local.client = client
+        return client
+
+    @property
+    def _api(self) -> FacebookAdsApi:
+        return self._client()[0]
+
+    @property
+    def _account(self) -> AdAccount:
+        return self._client()[1]
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            with self._lock:
-                return fn()
+            return fn()
         except (FacebookRequestError, requests.RequestException) as exc:
             outcome = "error"
             raise classify(exc) from exc

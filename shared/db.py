@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_DIR = ROOT / "shared" / "alembic"
 
 _migrate_lock = threading.Lock()
+# SQLite connections kept per engine: a worker's lanes (16 by default) and other threads.
+POOL_SIZE = 24
 
 
 def utcnow() -> datetime:
@@ -97,8 +99,13 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             self.schema = None
+            # Enough pooled connections for every lane and request thread: an overflow
+            # connection is opened and closed per use, and each opening sets the pragmas again.
             self.engine = sa.create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": 30}
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_SIZE,
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             SqliteWriterLock(self.engine)
@@ -106,7 +113,9 @@ class Database:
             self.engine = sa.create_engine(
                 self.url,
                 pool_pre_ping=True,
-                pool_size=5,
+                # Lanes beyond this wait for a connection: a server's connections are shared
+                # by every process (PostgreSQL allows 100 by default).
+                pool_size=10,
                 max_overflow=10,
                 connect_args={"options": f"-csearch_path={self.schema}"},
             )
