@@ -3,7 +3,7 @@ ticker to fire and by the gateway to list and run schedules on demand."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shared.events import TASK_COMMANDS
 
 Misfire = Literal["run_once", "skip", "run_all"]
+# `skip`: a slot due while the schedule's previous firing has not finished is not fired.
+Overlap = Literal["allow", "skip"]
+# A backfill fires at most this many slots (a minutely schedule: about 16 hours).
+MAX_BACKFILL_SLOTS = 1000
 
 
 class Schedule(BaseModel):
@@ -28,6 +32,7 @@ class Schedule(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     priority: Literal["high", "normal", "low"] = "normal"
     misfire: Misfire = "run_once"
+    overlap: Overlap = "allow"
     catch_up: float = Field(default=3600.0, ge=0, description="Seconds of missed slots to honour.")
     expires: float | None = Field(default=None, gt=0, description="Seconds a firing stays valid.")
 
@@ -62,6 +67,19 @@ class Schedule(BaseModel):
             return at
         result: datetime = it.get_prev(datetime)
         return result
+
+    def backfill_slots(self, start: datetime, end: datetime) -> list[datetime]:
+        """Slot times t with start <= t <= end, oldest first; ValueError naming the field when
+        the range is reversed or holds more than MAX_BACKFILL_SLOTS."""
+        if end < start:
+            raise ValueError("end: must not be before start")
+        slots: list[datetime] = []
+        it = croniter(self.cron, start - timedelta(microseconds=1))
+        while (slot := it.get_next(datetime)) <= end:
+            slots.append(slot)
+            if len(slots) > MAX_BACKFILL_SLOTS:
+                raise ValueError(f"end: the range holds more than {MAX_BACKFILL_SLOTS} slots")
+        return slots
 
     def next_slot(self, after: datetime) -> datetime:
         result: datetime = croniter(self.cron, after).get_next(datetime)

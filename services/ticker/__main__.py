@@ -1,5 +1,6 @@
 """`python -m services.ticker`: fires the schedules of the schedules file while it holds the
-leader lease (standing by otherwise), with an outbox relay producing what it fires."""
+leader lease (standing by otherwise), with an outbox relay producing what it fires and a
+consumer applying operators' schedule controls and following the tasks it fired."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import os
 import socket
 import uuid
 
+from services.ticker.handlers import ScheduleHandlers
 from services.ticker.lease import open_lease
 from services.ticker.models import metadata
 from services.ticker.settings import TickerSettings
 from services.ticker.ticker import Ticker, utc_now
+from shared.events import ScheduleControlRequested, TaskStatus
 from shared.schedules import load_schedules
 from shared.service import build_kit, serve
 from shared.settings import get_settings
@@ -30,11 +33,20 @@ def main() -> None:
         grace=settings.ticker_grace,
         interval=settings.ticker_interval,
     )
+    handlers = ScheduleHandlers(kit.outbox, schedules)
+    runtime = kit.runtime()
+    runtime.register(ScheduleControlRequested, handlers.control)
+    runtime.register(TaskStatus, handlers.task_status)
     relay = kit.relay()
     serve(
         kit,
-        [relay, ticker],
-        {"database": kit.db.ready, "relay": relay.healthy, "ticker": ticker.healthy},
+        [relay, runtime, ticker],
+        {
+            "database": kit.db.ready,
+            "relay": relay.healthy,
+            "consumer": runtime.ready,
+            "ticker": ticker.healthy,
+        },
         settings.metrics_port,
     )
 

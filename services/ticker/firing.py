@@ -1,5 +1,6 @@
 """What a tick fires, as pure logic (no clock, database or broker): a schedule's due slots —
-on time, and missed ones by its misfire policy within its catch-up window — and the
+on time, and missed ones by its misfire policy within its catch-up window — whether a pause or
+the overlap policy holds a slot back, which slots of a backfill are still owed, and the
 deterministic task and events of one firing."""
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.envelope import Envelope, new_event
-from shared.events import CONTRACTS, TASK_COMMANDS, Command, TaskOptions, TaskState, TaskStatus
+from shared.events import (
+    CONTRACTS,
+    TASK_COMMANDS,
+    Command,
+    ScheduleStateChanged,
+    TaskOptions,
+    TaskState,
+    TaskStatus,
+)
 from shared.schedules import Schedule
 
 NAMESPACE = uuid.UUID("6f9d7c64-55c1-4c35-9d43-1f1d5a0a7a10")
@@ -61,6 +70,39 @@ def plan(schedule: Schedule, last_slot: datetime | None, now: datetime, grace: f
     else:  # run_once: everything owed collapses into one run, the newest
         fire = (missed + on_time)[-1:]
     return Plan(fire, handled_up_to)
+
+
+def held_back(schedule: Schedule, paused: bool, previous_state: str | None) -> str | None:
+    """Why a due slot of `schedule` is not fired now — "paused", or "overlap" when the policy
+    is `skip` and the previous firing (in `previous_state`; None: none, or not known) has not
+    reached a final state — or None to fire it."""
+    if paused:
+        return "paused"
+    running = previous_state is not None and not TaskState(previous_state).is_final
+    if schedule.overlap == "skip" and running:
+        return "overlap"
+    return None
+
+
+def backfill_owed(
+    schedule: Schedule, start: datetime, end: datetime, fired: set[datetime]
+) -> list[datetime]:
+    """The slots in [start, end] not fired yet, oldest first: a second backfill of the same
+    range owes nothing."""
+    return [s for s in schedule.backfill_slots(start, end) if s.astimezone(UTC) not in fired]
+
+
+def state_event(schedule: str, paused: bool, last_slot: datetime | None, at: datetime) -> Envelope:
+    """The `schedule.state` event announcing `schedule` paused or not, with its newest fired
+    slot (whose task id follows from it)."""
+    state = ScheduleStateChanged(
+        schedule=schedule,
+        paused=paused,
+        last_slot=last_slot,
+        last_task_id=task_id_for(schedule, last_slot) if last_slot is not None else None,
+        at=at,
+    )
+    return new_event(state, source=SOURCE, subject=schedule)
 
 
 def command_for(schedule: Schedule, slot: datetime) -> tuple[Command, str]:

@@ -1,8 +1,11 @@
-"""The ticker loop: on every tick, while it holds the lease, fire each schedule's due slots.
+"""The ticker loop: on every tick, while it holds the lease, fire each schedule's due slots
+and the slots still owed to its backfills — unless it is paused or, under the `skip` overlap
+policy, its previous firing is still running.
 
 A firing writes, in one transaction that first re-checks the lease epoch, its `firings` row
-(unique per schedule and slot), a PENDING task status and the command to the outbox, and the
-schedule's newest slot: neither a restart nor a second, stale ticker fires a slot twice.
+(unique per schedule and slot), a PENDING task status and the command to the outbox, the
+schedule's newest slot and its `schedule.state`: neither a restart, a second, stale ticker
+nor a second backfill fires a slot twice.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import sqlalchemy as sa
 from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
-from services.ticker.firing import firing_events, plan
+from services.ticker.firing import backfill_owed, firing_events, held_back, plan
 from services.ticker.lease import LeaseLost, TickerLease
-from services.ticker.models import Firing, ScheduleState
+from services.ticker.models import Backfill, Firing, ScheduleState
+from services.ticker.state import announce, read_view
 from shared import metrics
 from shared.background import BackgroundLoop
 from shared.db import Database
@@ -114,12 +118,55 @@ class Ticker(BackgroundLoop):
         with self.db.session() as session:
             state = session.get(ScheduleState, schedule.name)
             last = state.last_slot.astimezone(UTC) if state is not None else None
+            view = read_view(session, schedule.name)
         decided = plan(schedule, last, now, self.grace)
-        fired = [f for slot in decided.fire if (f := self.fire(schedule, slot)) is not None]
+        fired: list[Fired] = []
+        previous = view.previous_state
+        for slot in decided.fire:  # a slot held back is passed over, not owed later
+            if reason := held_back(schedule, view.paused, previous):
+                log.info("slot %s of %s not fired: %s", slot.isoformat(), schedule.name, reason)
+                continue
+            if (f := self.fire(schedule, slot)) is not None:
+                fired.append(f)
+                previous = "PENDING"
         if last is None or decided.handled_up_to > last:
             with self.db.session() as session:  # slots passed over by the misfire policy
                 self.lease.verify(session)
                 _advance(session, schedule.name, decided.handled_up_to)
+        return fired + self._backfill(schedule, view.paused, previous)
+
+    def _backfill(self, schedule: Schedule, paused: bool, previous: str | None) -> list[Fired]:
+        """Fire the slots owed to the schedule's open backfills, oldest request first; a slot
+        held back waits for a later tick, and a backfill with nothing owed is done."""
+        with self.db.session() as session:
+            open_ = session.scalars(
+                sa.select(Backfill)
+                .where(Backfill.schedule == schedule.name, Backfill.done_at.is_(None))
+                .order_by(Backfill.requested_at)
+            ).all()
+            requests = [(b.id, b.start.astimezone(UTC), b.end.astimezone(UTC)) for b in open_]
+        fired: list[Fired] = []
+        for backfill_id, start, end in requests:
+            with self.db.session() as session:
+                done = session.scalars(
+                    sa.select(Firing.slot).where(
+                        Firing.schedule == schedule.name, Firing.slot.between(start, end)
+                    )
+                )
+                owed = backfill_owed(schedule, start, end, {s.astimezone(UTC) for s in done})
+            for slot in owed:
+                if reason := held_back(schedule, paused, previous):
+                    log.info("backfill of %s waits: %s", schedule.name, reason)
+                    return fired
+                if (f := self.fire(schedule, slot)) is not None:
+                    fired.append(f)
+                    previous = "PENDING"
+            with self.db.session() as session:
+                self.lease.verify(session)
+                backfill = session.get(Backfill, backfill_id, with_for_update=True)
+                if backfill is not None:
+                    backfill.done_at = self.now()
+            log.info("backfill of %s from %s to %s done", schedule.name, start, end)
         return fired
 
     def fire(self, schedule: Schedule, slot: datetime) -> Fired | None:
@@ -137,6 +184,7 @@ class Ticker(BackgroundLoop):
                         task_id=events.task_id,
                         epoch=epoch,
                         fired_at=self.now(),
+                        state="PENDING",
                     )
                 )
                 session.flush()  # the unique (schedule, slot) row first: a duplicate stops here
@@ -144,6 +192,8 @@ class Ticker(BackgroundLoop):
                 self.outbox.add(session, events.status)
                 self.outbox.add(session, events.command)
                 _advance(session, schedule.name, slot, fired=True)
+                session.flush()
+                self.outbox.add(session, announce(session, schedule.name, self.now()))
         except sa.exc.IntegrityError:
             log.info("slot %s of %s was already fired", slot.isoformat(), schedule.name)
             return None

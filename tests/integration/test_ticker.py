@@ -20,7 +20,7 @@ from services.ticker.lease import LeaseLost, open_lease
 from services.ticker.models import Firing, metadata
 from services.ticker.ticker import Fired, Ticker
 from shared.db import Database
-from shared.events import SyncRequested, TaskState, TaskStatus
+from shared.events import ScheduleStateChanged, SyncRequested, TaskState, TaskStatus
 from shared.outbox import Outbox, OutboxRelay
 from shared.producer import EventProducer
 from shared.schedules import Schedule
@@ -130,6 +130,7 @@ def was_fired(db: Database, slot: datetime) -> bool:
 
 
 def outbox_count(db: Database) -> int:
+    """Rows in the outbox: three per firing (PENDING status, command, schedule state)."""
     with db.session() as session:
         return session.execute(
             sa.select(sa.func.count()).select_from(metadata.tables["outbox"])
@@ -158,7 +159,7 @@ def test_only_the_leader_fires_and_a_standby_takes_over_when_it_dies(
     assert firings(db) == [
         ("sync-meta", T0 + timedelta(minutes=m), e) for m, e in ((0, 1), (1, 1), (2, 2))
     ]
-    assert outbox_count(db) == 6
+    assert outbox_count(db) == 9
 
 
 def test_a_stale_leader_is_fenced_off_and_a_fired_slot_is_never_fired_again(
@@ -181,7 +182,7 @@ def test_a_stale_leader_is_fenced_off_and_a_fired_slot_is_never_fired_again(
     # The leader itself cannot fire an already-fired slot again either.
     assert new.fire(sync_meta()["sync-meta"], T0) is None
     assert [f[1] for f in firings(db)] == [T0, T0 + timedelta(minutes=1)]
-    assert outbox_count(db) == 4
+    assert outbox_count(db) == 6
 
 
 def test_a_lone_leader_that_lost_its_lease_takes_it_again_and_goes_on_firing(
@@ -225,7 +226,7 @@ def test_two_running_tickers_fire_every_slot_exactly_once_across_a_handover(
     # never back: no slot was fired under an older epoch than an earlier one.
     epochs = [f[2] for f in firings(db)]
     assert epochs == sorted(epochs) and epochs[-1] > 1
-    assert outbox_count(db) == 2 * minutes
+    assert outbox_count(db) == 3 * minutes
 
 
 @pytest.mark.parametrize(
@@ -265,7 +266,7 @@ def test_missed_slots_older_than_the_catch_up_window_are_never_fired(
     assert ticker.tick() == fired(11)
 
 
-def test_a_fired_slot_reaches_kafka_as_one_pending_status_and_one_command(
+def test_a_fired_slot_reaches_kafka_as_one_pending_status_one_command_and_its_schedule_state(
     database_url: str, names: TopicNames, kafka_bootstrap: str
 ) -> None:
     db = Database(database_url, "ticker")
@@ -281,7 +282,7 @@ def test_a_fired_slot_reaches_kafka_as_one_pending_status_and_one_command(
         assert second.tick() == []
         first.lease.release()
         assert second.tick() == []  # the new leader sees the slot already fired
-        assert relay.relay_once() == 2
+        assert relay.relay_once() == 3
         task_id = task_id_for("sync-meta", T0)
         commands = read_events(kafka_bootstrap, names.topic("campaign.sync_requested"), 2, 3)
         statuses = read_events(kafka_bootstrap, names.topic("task.status"), 2, 3)
@@ -299,6 +300,15 @@ def test_a_fired_slot_reaches_kafka_as_one_pending_status_and_one_command(
             TaskState.PENDING,
         )
         assert statuses[0].subject == task_id
+        (announced,) = read_events(kafka_bootstrap, names.topic("schedule.state"), 1, 3)
+        state = announced.payload()
+        assert isinstance(state, ScheduleStateChanged)
+        assert (state.schedule, state.paused, state.last_slot, state.last_task_id) == (
+            "sync-meta",
+            False,
+            T0,
+            task_id,
+        )
     finally:
         first.lease.release()
         second.lease.release()
