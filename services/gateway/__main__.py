@@ -18,6 +18,7 @@ from services.gateway.projections import (
     DeadLetterRecorder,
     SegmentProjection,
     TaskProjection,
+    schedule_state,
 )
 from services.gateway.settings import DEFAULT_API_TOKEN, GatewaySettings
 from shared.events import (
@@ -27,6 +28,7 @@ from shared.events import (
     CampaignStatusChanged,
     CandidateSegmented,
     ModelTrained,
+    ScheduleStateChanged,
     TaskStatus,
 )
 from shared.service import build_kit
@@ -49,6 +51,7 @@ def main() -> None:
     runtime.register(CampaignMetricsUpdated, campaigns.metrics_updated)
     runtime.register(ModelTrained, segments.model_trained)
     runtime.register(CandidateSegmented, segments.segmented)
+    runtime.register(ScheduleStateChanged, schedule_state)
     recorder = DeadLetterRecorder(kit.db, kit.names.logical)
     for spec in TOPICS:
         if spec.consumed:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -69,7 +68,6 @@ from services.gateway.search import (
 from shared.envelope import new_event
 from shared.events import FINAL_STATES, MAX_ID_LENGTH, TaskState
 from shared.outbox import Outbox, RecordTooLarge
-from shared.schedules import load_schedules
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -120,7 +118,7 @@ def get_or_404(session: Session, model: type[M], key: str, what: str, *, lock: b
     return row
 
 
-def _refusal(exc: CommandRejected) -> HTTPException:
+def refusal(exc: CommandRejected) -> HTTPException:
     """The HTTP answer to a command that cannot be issued."""
     if isinstance(exc, CommandConflict):
         return HTTPException(status.HTTP_409_CONFLICT, str(exc))
@@ -140,7 +138,7 @@ def _options(body: TaskOptionsIn) -> Any:
             time_limit=body.time_limit,
         )
     except CommandRejected as exc:
-        raise _refusal(exc) from exc
+        raise refusal(exc) from exc
 
 
 def _task_out(task: Task) -> TaskOut:
@@ -224,7 +222,7 @@ def publish_campaign(
     try:
         task = start_publish(session, outbox, campaign, options)
     except CommandRejected as exc:
-        raise _refusal(exc) from exc
+        raise refusal(exc) from exc
     committed(session, request, task)
     return {"task_id": task.id}
 
@@ -248,7 +246,7 @@ def run_task(
             session, outbox, body.name, args=body.args, kwargs=body.kwargs, options=options
         )
     except CommandRejected as exc:
-        raise _refusal(exc) from exc
+        raise refusal(exc) from exc
     committed(session, request, task)
     return {"task_id": task.id}
 
@@ -418,43 +416,6 @@ def list_refused_records(
         )
         for row in outbox.refused(session, limit)
     ]
-
-
-# --- schedules --------------------------------------------------------------------------------
-@router.get("/schedules", dependencies=[Depends(require("schedules:read"))])
-def list_schedules(request: Request) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    schedules = load_schedules(request.app.state.settings.schedules_file)
-    return [
-        {**s.model_dump(mode="json"), "next_run_at": s.next_slot(now).isoformat()}
-        for s in schedules.values()
-    ]
-
-
-@router.post(
-    "/schedules/{name}/run", status_code=202, dependencies=[Depends(require("schedules:write"))]
-)
-def run_schedule(
-    name: NamePath, session: DB, outbox: OutboxDep, request: Request
-) -> dict[str, str]:
-    schedules = load_schedules(request.app.state.settings.schedules_file)
-    schedule = schedules.get(name)
-    if schedule is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"schedule {name!r} not found")
-    try:
-        options = options_from(expires=schedule.expires)
-        task = issue_task(
-            session,
-            outbox,
-            schedule.task,
-            args=schedule.args,
-            kwargs=schedule.kwargs,
-            options=options,
-        )
-    except CommandRejected as exc:
-        raise _refusal(exc) from exc
-    committed(session, request, task)
-    return {"task_id": task.id, "schedule": name}
 
 
 # --- candidates and segmentation ---------------------------------------------------------------

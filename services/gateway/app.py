@@ -21,6 +21,7 @@ from services.gateway.cluster import KafkaInspector
 from services.gateway.console import router as console_router
 from services.gateway.live import TaskUpdateHub
 from services.gateway.monitor import router as monitor_router
+from services.gateway.schedules import router as schedules_router
 from services.gateway.schemas import validation_errors
 from services.gateway.settings import GatewaySettings
 from shared.service import Component, ServiceKit, supervise
@@ -73,6 +74,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(console_router)
+    app.include_router(schedules_router)
     app.include_router(monitor_router)
 
     @app.exception_handler(RequestValidationError)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions as GroupPartitions
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from shared import metrics
 from shared.background import BackgroundLoop
@@ -159,8 +159,9 @@ class KafkaInspector:
         ]
         for topic in queues:
             queues[topic].partitions = len(existing.get(topic, {}))
-        ends = self._offsets(partitions, OffsetSpec.latest())
-        starts = self._offsets(partitions, OffsetSpec.earliest())
+        # confluent-kafka ships OffsetSpec untyped and without re-exporting it.
+        ends = self._offsets(partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        starts = self._offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         oldest_needed: dict[tuple[str, int], int] = {}
         for group in self._groups():
             request = [GroupPartitions(group)]

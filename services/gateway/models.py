@@ -1,5 +1,5 @@
 """The gateway's own tables: jobs and campaigns it owns, and the read model it projects from
-status events (tasks, dead letters, segments, models)."""
+status events (tasks, dead letters, segments, models, schedules as the ticker announces them)."""
 
 from __future__ import annotations
 
@@ -115,6 +115,19 @@ class SegmentationModel(Base):
     n_samples: Mapped[int] = mapped_column(sa.Integer)
     metrics: Mapped[dict[str, float]] = mapped_column(sa.JSON, default=dict)
     trained_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScheduleView(Base):
+    """A schedule as the ticker last announced it (`schedule.state`): paused or not, and its
+    newest firing. A schedule never announced is running and has not fired yet."""
+
+    __tablename__ = "schedule_views"
+
+    schedule: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    paused: Mapped[bool] = mapped_column(sa.Boolean)
+    last_slot: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_task_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 metadata = with_tracking(Base.metadata)

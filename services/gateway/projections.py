@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 
 from services.gateway.commands import release_campaign
 from services.gateway.live import TaskUpdateHub, task_update
-from services.gateway.models import Campaign, CandidateSegment, DeadLetter, SegmentationModel, Task
+from services.gateway.models import (
+    Campaign,
+    CandidateSegment,
+    DeadLetter,
+    ScheduleView,
+    SegmentationModel,
+    Task,
+)
 from shared import retry as rules
 from shared.db import Database
 from shared.envelope import Envelope, MalformedEvent, from_kafka
@@ -26,6 +33,7 @@ from shared.events import (
     CampaignStatusChanged,
     CandidateSegmented,
     ModelTrained,
+    ScheduleStateChanged,
     TaskState,
     TaskStatus,
 )
@@ -37,6 +45,23 @@ HISTORY_LIMIT = 100
 def _session(ctx: HandlerContext) -> Session:
     assert ctx.session is not None, "gateway projections run with a database session"
     return ctx.session
+
+
+def schedule_state(envelope: Envelope, state: ScheduleStateChanged, ctx: HandlerContext) -> None:
+    """`schedule.state` -> the schedule's `schedule_views` row (a newer announcement wins)."""
+    session = _session(ctx)
+    view = session.get(ScheduleView, state.schedule, with_for_update=True)
+    if view is None:
+        view = ScheduleView(schedule=state.schedule, changed_at=state.at)
+        session.add(view)
+    elif view.changed_at > state.at:
+        return
+    view.paused, view.last_slot, view.last_task_id = (
+        state.paused,
+        state.last_slot,
+        state.last_task_id,
+    )
+    view.changed_at = state.at
 
 
 class TaskProjection:

@@ -313,6 +313,39 @@ class TicketOut(BaseModel):
     expires_in: float
 
 
+class BackfillIn(Body):
+    start: AwareDatetime = Field(description="The first slot time to fire (included)")
+    end: AwareDatetime = Field(description="The last slot time to fire (included, not future)")
+
+
+class LastRunOut(BaseModel):
+    slot: datetime
+    task_id: str
+    state: str | None = Field(description="Its task's state (None until the read model has it)")
+    updated_at: datetime | None
+
+
+class ScheduleOut(BaseModel):
+    name: str
+    task: str
+    cron: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    misfire: str
+    catch_up: float
+    expires: float | None
+    overlap: str = Field(description="skip: no firing while the previous one still runs")
+    paused: bool = Field(description="As the ticker last announced it")
+    next_run_at: datetime | None = Field(description="None while paused")
+    last_run: LastRunOut | None = Field(description="The newest slot the ticker fired")
+
+
+class ScheduleControlOut(BaseModel):
+    schedule: str
+    action: Literal["pause", "resume", "backfill"]
+    slots: int | None = Field(default=None, description="Slots in a backfill's range")
+
+
 class CandidatesIn(Body):
     candidates: list[CandidateUpserted] = Field(min_length=1, max_length=MAX_IDS_PER_COMMAND)
 
