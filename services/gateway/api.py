@@ -1,4 +1,4 @@
-"""The gateway's HTTP routes under /api/v1 (DESIGN.md §6). Every route needs a bearer token
+"""The gateway's HTTP routes under /api/v1 (docs/architecture.md). Every route needs a bearer token
 with its scope; every parameter is bounded, so bad input is a 4xx, never a 500."""
 
 from __future__ import annotations

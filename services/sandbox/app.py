@@ -1,5 +1,5 @@
 """The sandbox's admin endpoints (`/_sandbox/stats`, `/_sandbox/faults`, `/_sandbox/reset`),
-mounted on the Graph API app (DESIGN.md §8)."""
+mounted on the Graph API app (docs/architecture.md, processes)."""
 
 from __future__ import annotations
 
