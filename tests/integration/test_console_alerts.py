@@ -1,14 +1,18 @@
 """Alerts shown firing from the real system: the outbox relay of a gateway whose broker is
 unreachable exports its real unsent count, and that scraped value, held for the alert's
-`for:`, fires AdfluxOutboxBacklog in promtool (and the drained value does not)."""
+`for:`, fires AdfluxOutboxBacklog in promtool (and the drained value does not); a worker whose
+task fails permanently counts it in adflux_tasks_total{state="FAILURE"}, scraped from its
+/metrics, and that rise fires AdfluxTasksFailing (and a flat count does not)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -18,11 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.ports import free_port
 from infra.waiting import wait_for
 from shared.db import Database, tracking_tables
-from shared.envelope import new_event
-from shared.events import TaskState, TaskStatus
+from shared.envelope import Envelope, new_event
+from shared.events import MetricsRefreshRequested, TaskState, TaskStatus
+from shared.metrics import HealthServer
 from shared.outbox import Outbox, OutboxRelay
 from shared.producer import DeliveryFailed, EventProducer
+from shared.retry import PermanentError
+from shared.runtime import ConsumerRuntime, HandlerContext
 from shared.topics import TopicNames
+from tests.support.kafka import read_events
 
 pytestmark = pytest.mark.integration
 ALERTS = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "alerts.yml"
@@ -38,8 +46,9 @@ def scraped(name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not exported")
 
 
-def fires(tmp_path: Path, alert: str, series: str, value: float, at: str) -> bool:
-    """Whether `alert` fires at `at` with `series` held at `value` (promtool's verdict)."""
+def fires(tmp_path: Path, alert: str, series: str, values: str, at: str) -> bool:
+    """Whether `alert` fires at `at` with `series` taking `values`, one a minute in promtool's
+    expanding notation (`"3x15"`: 3 for 16 minutes); promtool's verdict."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: run `make container-tools` (infra/podman.sh)"
     case = {
@@ -48,12 +57,12 @@ def fires(tmp_path: Path, alert: str, series: str, value: float, at: str) -> boo
         "tests": [
             {
                 "interval": "1m",
-                "input_series": [{"series": series, "values": f"{value:g}x15"}],
+                "input_series": [{"series": series, "values": values}],
                 "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": []}],
             }
         ],
     }
-    test_file = tmp_path / f"{alert}-{value:g}.yml"
+    test_file = tmp_path / f"{alert}-{abs(hash(values))}.yml"
     test_file.write_text(yaml.safe_dump(case))
     result = subprocess.run(
         [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
@@ -83,10 +92,73 @@ def test_the_outbox_backlog_alert_fires_from_a_relay_whose_broker_is_down(
     backlog = scraped("adflux_outbox_pending", service=SERVICE)
     assert backlog == 1001
     series = f'adflux_outbox_pending{{service="{SERVICE}"}}'
-    assert fires(tmp_path, "AdfluxOutboxBacklog", series, backlog, "8m")
+    assert fires(tmp_path, "AdfluxOutboxBacklog", series, f"{backlog:g}x15", "8m")
 
     relay = OutboxRelay(tracking_db, outbox, EventProducer(kafka_bootstrap, "relay"), SERVICE)
     wait_for(lambda: relay.relay_once() == 0, 60, 0.1, "the backlog relayed")
     drained = scraped("adflux_outbox_pending", service=SERVICE)
     assert drained == 0
-    assert not fires(tmp_path, "AdfluxOutboxBacklog", series, drained, "8m")
+    assert not fires(tmp_path, "AdfluxOutboxBacklog", series, f"{drained:g}x15", "8m")
+
+
+def scrape(url: str, name: str, **labels: str) -> float:
+    """A sample's value from a process's /metrics over HTTP (0 when not exported yet)."""
+    text = httpx.get(url, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_the_failing_tasks_alert_fires_from_a_worker_whose_task_fails_permanently(
+    tracking_db: Database, names: TopicNames, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    def refresh(envelope: Envelope, command: MetricsRefreshRequested, ctx: HandlerContext) -> None:
+        raise PermanentError("the platform refused the account")
+
+    processed, _ = tracking_tables(sa.MetaData())
+    producer = EventProducer(kafka_bootstrap, "failing-worker")
+    worker = ConsumerRuntime(
+        service=SERVICE,
+        group=names.group("failing-worker"),
+        bootstrap=kafka_bootstrap,
+        names=names,
+        producer=producer,
+        db=tracking_db,
+        processed_table=processed,
+    )
+    worker.register(MetricsRefreshRequested, refresh)
+    health = HealthServer("127.0.0.1", 0, {"consumer": worker.ready}).start()
+    metrics_url = f"http://127.0.0.1:{health.port}/metrics"
+    labels = {"service": SERVICE, "task": "metrics.refresh", "state": "FAILURE"}
+    worker.start()
+    try:
+        wait_for(worker.ready, 30, 0.1, "the worker assigned")
+        before = scrape(metrics_url, "adflux_tasks_total", **labels)
+        task_id = str(uuid.uuid4())
+        producer.send(
+            names.topic("metrics.refresh_requested"),
+            new_event(MetricsRefreshRequested(), source="test", subject="x", taskid=task_id),
+        )
+        [status] = [
+            e.payload()
+            for e in read_events(kafka_bootstrap, names.topic("task.status"), 2, 30)
+            if e.payload().state is TaskState.FAILURE  # type: ignore[attr-defined]
+        ]
+        assert status.task_id == task_id  # type: ignore[attr-defined]
+        after = wait_for(
+            lambda: (v := scrape(metrics_url, "adflux_tasks_total", **labels)) > before and v,
+            10,
+            0.1,
+            "the FAILURE counted",
+        )
+    finally:
+        worker.stop()
+        health.stop()
+        producer.close()
+    assert after == before + 1
+    series = "adflux_tasks_total{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    # The scraped count before the failure for 5 minutes, then the scraped count after it.
+    assert fires(tmp_path, "AdfluxTasksFailing", series, f"{before:g}x4 {after:g}x10", "6m")
+    assert not fires(tmp_path, "AdfluxTasksFailing", series, f"{after:g}x15", "6m")
