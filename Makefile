@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup kafka-jars kafka kafka-stop postgres up down status test test-unit test-chaos lint format schemas bench migration clean
-.PHONY: container-tools images compose-up compose-down observe observe-stop
+.PHONY: container-tools images compose-up compose-down observe observe-stop browser screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ down: ## Stop what `make up` started (by PID, the broker only if `up` started it
 status: ## Show which processes of `make up` are running
 	$(PY) -m infra.stack status
 
-test: setup container-tools ## Set up, start broker and database, run the whole test suite
+test: setup container-tools browser ## Set up, start broker and database, run the whole test suite
 	@set -o pipefail; \
 	started=$$($(PY) -m infra.kafka_broker start --fresh --port $(KAFKA_PORT) | tee /dev/stderr | grep -c started || true); \
 	export ADFLUX_TEST_DATABASE_URL="$${ADFLUX_TEST_DATABASE_URL:-$$(infra/postgres.sh)}"; \
@@ -54,6 +54,12 @@ test: setup container-tools ## Set up, start broker and database, run the whole 
 
 container-tools: ## Install podman, mmdebstrap and Prometheus (promtool) from Debian when absent
 	infra/podman.sh
+
+browser: ## Install Debian's chromium and chromium-driver (the console's browser test) when absent
+	infra/chromium.sh
+
+screenshots: ## Screenshots of every console view, from its browser test, into docs/screenshots/
+	$(MAKE) test PYTEST_ARGS="tests/e2e/test_console_browser.py" ADFLUX_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots"
 
 images: setup container-tools ## Build every container image (each skipped when its inputs are unchanged)
 	$(PY) -m infra.images.build

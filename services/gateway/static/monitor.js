@@ -226,7 +226,7 @@ async function detail(taskId) {
 
 // --- dead letters --------------------------------------------------------------------------
 async function loadDead() {
-  const dead = await call("GET", "/dead-letters");
+  const dead = await call("GET", "/dead-letters?include_replayed=true");
   fill("dead", dead.map(d => el("tr", { className: "dead-row" },
     code(d.id), cell(d.original_topic), cell(d.reason),
     cell((d.error_class || "") + ": " + (d.error_message || "")), d.task_id ? taskLink(d.task_id) : cell(""),
