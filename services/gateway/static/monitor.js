@@ -159,13 +159,25 @@ async function loadLiveTasks() {
 }
 
 // --- workers and queues --------------------------------------------------------------------
+// ["a[0]", "a[1]", "b[0]"] -> "a[0,1] b[0]": one entry per topic.
+function byTopic(partitions) {
+  const topics = new Map();
+  for (const p of partitions) {
+    const m = /^(.*)\[(\d+)\]$/.exec(p);
+    const [topic, n] = m ? [m[1], m[2]] : [p, ""];
+    if (!topics.has(topic)) topics.set(topic, []);
+    topics.get(topic).push(n);
+  }
+  return [...topics].map(([t, ns]) => t + "[" + ns.join(",") + "]").join("  ");
+}
+
 async function loadWorkers() {
   const workers = await call("GET", "/workers");
   fill("workers", workers.flatMap(w => (w.members.length ? w.members : [null]).map(m => el("tr", null,
     cell(w.service), cell(w.ready == null ? "unknown" : (w.ready ? "ready" : "NOT READY")),
     cell(w.readiness && w.readiness.in_flight ? Object.values(w.readiness.in_flight).reduce((a, b) => a + b, 0) : ""),
     cell(m ? m.group : "(no member)"), code(m ? m.client_id : ""), cell(m ? m.host : ""),
-    cell(m ? m.partitions.join(", ") : "")))));
+    cell(m ? byTopic(m.partitions) : "")))));
 }
 
 async function loadQueues() {
