@@ -161,5 +161,7 @@ def backfill_schedule(
         slots = schedule.backfill_slots(body.start, body.end)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    except OverflowError as exc:  # a start at the very beginning of the calendar
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "start: out of range") from exc
     _control(request, session, outbox, schedule, "backfill", body)
     return ScheduleControlOut(schedule=name, action="backfill", slots=len(slots))

@@ -220,6 +220,9 @@ def test_the_gateway_sends_controls_and_lists_what_the_ticker_announces(
     reversed_ = {"start": body["end"], "end": body["start"]}
     refused = gateway.client.post("/schedules/sync-meta-campaigns/backfill", json=reversed_)
     assert refused.status_code == 422 and "end" in refused.text
+    ancient = {"start": "0001-01-01T00:00:00Z", "end": body["end"]}
+    refused = gateway.client.post("/schedules/sync-meta-campaigns/backfill", json=ancient)
+    assert refused.status_code == 422 and "start" in refused.text
     assert gateway.client.post("/schedules/nope/pause").status_code == 404
 
     slot = now - timedelta(minutes=30)
