@@ -5,6 +5,7 @@ Alembic migrations from `services/<name>/migrations`, and the tables every servi
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 from collections.abc import Iterator
@@ -148,8 +149,9 @@ class Database:
     def migrate(self) -> None:
         """Bring this service's schema to the newest Alembic revision."""
         with _migrate_lock:
-            if not self.schema:
-                command.upgrade(self._alembic_config(), "head")
+            if self.is_sqlite:
+                with _file_lock(self.url.database):
+                    command.upgrade(self._alembic_config(), "head")
                 return
             # Replicas of a service start together: one migrates, the others wait for it
             # (a session lock on a connection of its own, held across schema and upgrade).
@@ -231,6 +233,20 @@ class SqliteWriterLock:
         if key in self._holders:
             self._holders.discard(key)
             self._lock.release()
+
+
+@contextmanager
+def _file_lock(database: str | None) -> Iterator[None]:
+    """Processes sharing one SQLite file (replicas in tests) migrate it one at a time."""
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
