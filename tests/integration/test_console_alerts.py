@@ -87,15 +87,22 @@ def test_the_outbox_backlog_alert_fires_from_a_relay_whose_broker_is_down(
         "relay",
         {"message.timeout.ms": 1000, "delivery.timeout.ms": 1000, "request.timeout.ms": 500},
     )
-    with pytest.raises(DeliveryFailed):
-        OutboxRelay(tracking_db, outbox, dead, SERVICE).relay_once()
+    try:
+        with pytest.raises(DeliveryFailed):
+            OutboxRelay(tracking_db, outbox, dead, SERVICE).relay_once()
+    finally:
+        dead.close(timeout=0)  # or its client keeps dialling the dead port until exit
     backlog = scraped("adflux_outbox_pending", service=SERVICE)
     assert backlog == 1001
     series = f'adflux_outbox_pending{{service="{SERVICE}"}}'
     assert fires(tmp_path, "AdfluxOutboxBacklog", series, f"{backlog:g}x15", "8m")
 
-    relay = OutboxRelay(tracking_db, outbox, EventProducer(kafka_bootstrap, "relay"), SERVICE)
-    wait_for(lambda: relay.relay_once() == 0, 60, 0.1, "the backlog relayed")
+    live = EventProducer(kafka_bootstrap, "relay")
+    relay = OutboxRelay(tracking_db, outbox, live, SERVICE)
+    try:
+        wait_for(lambda: relay.relay_once() == 0, 60, 0.1, "the backlog relayed")
+    finally:
+        live.close()
     drained = scraped("adflux_outbox_pending", service=SERVICE)
     assert drained == 0
     assert not fires(tmp_path, "AdfluxOutboxBacklog", series, f"{drained:g}x15", "8m")
