@@ -3,25 +3,11 @@ mounted on the Graph API app (docs/architecture.md, processes)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, ConfigDict, Field
 
 from services.sandbox.faults import FaultInjector, FaultRule
 from services.sandbox.meta import meta_router
 from services.sandbox.state import SandboxState
-
-
-class FaultIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    platform: Literal["meta", "google"]
-    operation: str = Field(default="*", min_length=1)
-    kind: Literal["transient", "rate_limit", "permanent", "latency"] = "transient"
-    rate: float = Field(default=1.0, ge=0.0, le=1.0)
-    count: int | None = Field(default=None, ge=1)
-    latency_ms: int = Field(default=0, ge=0, le=120_000)
 
 
 def admin_router(state: SandboxState, faults: FaultInjector) -> APIRouter:
@@ -36,8 +22,8 @@ def admin_router(state: SandboxState, faults: FaultInjector) -> APIRouter:
         return faults.rules()
 
     @router.post("/faults", status_code=201)
-    def add_fault(body: FaultIn) -> list[dict[str, object]]:
-        faults.add(FaultRule(**body.model_dump()))
+    def add_fault(rule: FaultRule) -> list[dict[str, object]]:
+        faults.add(rule)
         return faults.rules()
 
     @router.delete("/faults", status_code=204)

@@ -5,25 +5,30 @@ from __future__ import annotations
 import json
 import random
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 FaultKind = Literal["transient", "rate_limit", "permanent", "latency"]
 
 
-@dataclass
+@dataclass(config=ConfigDict(extra="forbid"))
 class FaultRule:
     """One rule: `rate` of the calls to `operation` ('*' for all) on `platform` fail.
 
-    `count` bounds how many times the rule fires (None: unbounded).
+    `count` bounds how many times the rule fires (None: unbounded); `latency` rules delay the
+    call by `latency_ms`. Validated on construction, so it is also the body of
+    `POST /_sandbox/faults` and the items of `ADFLUX_SANDBOX_FAULTS`.
     """
 
     platform: Literal["meta", "google"]
-    operation: str = "*"
+    operation: str = Field(default="*", min_length=1)
     kind: FaultKind = "transient"
-    rate: float = 1.0
-    count: int | None = None
-    latency_ms: int = 0
+    rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    count: int | None = Field(default=None, ge=1)
+    latency_ms: int = Field(default=0, ge=0, le=120_000)
 
     def matches(self, platform: str, operation: str) -> bool:
         return self.platform == platform and self.operation in ("*", operation)
@@ -38,8 +43,6 @@ class FaultInjector:
         self._random = random.Random(seed)
 
     def add(self, rule: FaultRule) -> None:
-        if not 0.0 <= rule.rate <= 1.0:
-            raise ValueError("rate must be between 0.0 and 1.0")
         with self._lock:
             self._rules.append(rule)
 
