@@ -143,6 +143,23 @@ class Sandbox:
         response = httpx.post(f"{self.graph_url}/_sandbox/faults", json=rule, timeout=10)
         assert response.status_code < 300, response.text
 
+    def assert_one_tree_per_publish(self, publishes: int) -> None:
+        """Publishes alternate Meta (odd) and Google (even): exactly one object tree each."""
+        metas, googles = (publishes + 1) // 2, publishes // 2
+        stats = self.stats()
+        assert stats["meta"] == {
+            "campaigns": metas,
+            "adsets": metas,
+            "adcreatives": metas,
+            "ads": metas,
+        }
+        assert stats["google"] == {
+            "campaign_budgets": googles,
+            "campaigns": googles,
+            "ad_groups": googles,
+            "ad_group_ads": googles,
+        }
+
     def clear_faults(self) -> None:
         httpx.delete(f"{self.graph_url}/_sandbox/faults", timeout=10).raise_for_status()
 

@@ -312,20 +312,7 @@ def test_chaos_every_task_succeeds_exactly_once(
         assert failed == {}
 
         # Exactly one campaign tree per publish on the platforms.
-        stats = sandbox.stats()
-        metas, googles = (PUBLISHES + 1) // 2, PUBLISHES // 2
-        assert stats["meta"] == {
-            "campaigns": metas,
-            "adsets": metas,
-            "adcreatives": metas,
-            "ads": metas,
-        }
-        assert stats["google"] == {
-            "campaign_budgets": googles,
-            "campaigns": googles,
-            "ad_groups": googles,
-            "ad_group_ads": googles,
-        }
+        sandbox.assert_one_tree_per_publish(PUBLISHES)
         active = api.get("/campaigns", params={"status": "active", "limit": 1000}).json()
         assert len(active) == PUBLISHES
         assert len({c["external_ids"]["campaign"] for c in active}) == PUBLISHES
@@ -355,7 +342,7 @@ def test_chaos_every_task_succeeds_exactly_once(
         print(
             f"chaos ({'postgresql' if chaos_database.cluster else 'sqlite'}): "
             f"{PUBLISHES} publishes and {len(syncs)} syncs in {elapsed:.1f}s, {retried} retried, "
-            f"{stats['requests']} platform requests; {', '.join(fleet.log)}"
+            f"{sandbox.stats()['requests']} platform requests; {', '.join(fleet.log)}"
         )
     finally:
         api.close()

@@ -126,16 +126,17 @@ def processed_table(db: Database) -> sa.Table:
     return processed
 
 
-def make_runtime(
+def runtime_on(
     bus: Bus,
     db: Database,
-    handler: ScriptedHandler,
-    revocations: RevocationRegistry,
+    group: str,
+    revocations: RevocationRegistry | None = None,
     **options: Any,
 ) -> ConsumerRuntime:
-    rt = ConsumerRuntime(
+    """A runtime of this test's bus and database, nothing registered yet."""
+    return ConsumerRuntime(
         service="test",
-        group=bus.names.group("test"),
+        group=bus.names.group(group),
         bootstrap=bus.bootstrap,
         consumer_factory=bus.consumer_factory,
         names=bus.names,
@@ -143,10 +144,18 @@ def make_runtime(
         db=db,
         processed_table=processed_table(db),
         revocations=revocations,
-        options=RuntimeOptions(
-            default_time_limit=30, session_timeout_ms=6000, revoke_timeout=2, **options
-        ),
+        options=RuntimeOptions(session_timeout_ms=6000, revoke_timeout=2, **options),
     )
+
+
+def make_runtime(
+    bus: Bus,
+    db: Database,
+    handler: ScriptedHandler,
+    revocations: RevocationRegistry,
+    **options: Any,
+) -> ConsumerRuntime:
+    rt = runtime_on(bus, db, "test", revocations, **{"default_time_limit": 30, **options})
     rt.register(TrainingRequested, handler)
     return rt
 
@@ -608,17 +617,7 @@ def test_group_commit_applies_a_batch_in_one_transaction_and_isolates_a_failure(
         ctx.session.execute(sa.text("SELECT 1"))
         applied.append(status.task_id)
 
-    rt = ConsumerRuntime(
-        service="test",
-        group=bus.names.group("projection"),
-        bootstrap=bus.bootstrap,
-        consumer_factory=bus.consumer_factory,
-        names=bus.names,
-        producer=bus.producer,
-        db=db,
-        processed_table=processed_table(db),
-        options=RuntimeOptions(lanes=1, group_commit=True, session_timeout_ms=6000),
-    )
+    rt = runtime_on(bus, db, "projection", lanes=1, group_commit=True)
     rt.register(TaskStatus, project)
     reporter = rt.reporter
     ids = [f"t{i}" for i in range(30)]
