@@ -81,7 +81,6 @@ class TaskOptions(Payload):
         allow_inf_nan=False,
         description="Seconds before cancellation.",
     )
-    priority: Literal["high", "normal", "low"] = "normal"
 
 
 class Command(Payload):

@@ -30,7 +30,6 @@ class Schedule(BaseModel):
     cron: str
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    priority: Literal["high", "normal", "low"] = "normal"
     misfire: Misfire = "run_once"
     overlap: Overlap = "allow"
     catch_up: float = Field(default=3600.0, ge=0, description="Seconds of missed slots to honour.")

@@ -49,7 +49,6 @@ def options_from(
     countdown: float | None = None,
     eta: datetime | None = None,
     expires: datetime | float | None = None,
-    priority: str | None = None,
     max_retries: int | None = None,
     retry_delay: float | None = None,
     time_limit: float | None = None,
@@ -65,7 +64,6 @@ def options_from(
         expires = now + timedelta(seconds=expires)
     fields: dict[str, Any] = {"eta": eta, "expires": expires}
     for name, value in (
-        ("priority", priority),
         ("max_retries", max_retries),
         ("retry_delay", retry_delay),
         ("time_limit", time_limit),

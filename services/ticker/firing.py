@@ -109,7 +109,7 @@ def command_for(schedule: Schedule, slot: datetime) -> tuple[Command, str]:
     """The schedule's command payload for one slot, and its Kafka key (the platform when the
     task has one, else the task name, as the gateway keys it)."""
     expires = slot + timedelta(seconds=schedule.expires) if schedule.expires else None
-    options = TaskOptions(priority=schedule.priority, expires=expires)
+    options = TaskOptions(expires=expires)
     model = CONTRACTS[TASK_COMMANDS[schedule.task]].model
     command = model.model_validate({**schedule.kwargs, "options": options})
     if not isinstance(command, Command):

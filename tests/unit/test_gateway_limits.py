@@ -208,7 +208,7 @@ def test_path_and_query_parameters_are_bounded(gw: InProcessGateway) -> None:
 def test_a_command_larger_than_the_broker_takes_is_413_and_not_stored(
     gw: InProcessGateway,
 ) -> None:
-    tiny = Outbox(gw.outbox.table, gw.outbox.names, max_record_bytes=500)
+    tiny = Outbox(gw.outbox.table, gw.outbox.names, max_record_bytes=400)
     gw.app.dependency_overrides[outbox_of] = lambda: tiny
     try:
         response = gw.client.post("/api/v1/tasks", json={"name": "ml.train"})

@@ -119,7 +119,6 @@ def test_a_firing_is_a_pending_status_and_the_command_with_the_schedules_options
         task="campaign.sync",
         cron="*/30 * * * *",
         kwargs={"platform": "google"},
-        priority="low",
         expires=600,
     )
     events = firing_events(schedule, T0, at(0, 1))
@@ -127,7 +126,6 @@ def test_a_firing_is_a_pending_status_and_the_command_with_the_schedules_options
     command = events.command.payload()
     assert isinstance(command, SyncRequested)
     assert command.platform == "google"
-    assert command.options.priority == "low"
     assert command.options.expires == at(10)
     assert events.command.type == "campaign.sync_requested"
     assert events.command.subject == "google"
