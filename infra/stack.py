@@ -13,13 +13,30 @@ import urllib.request
 from pathlib import Path
 
 from infra import kafka_broker
+from services.gateway.settings import GatewaySettings
+from services.ml.settings import MlSettings
+from services.publisher.settings import PublisherSettings
+from services.sandbox.settings import SandboxSettings
+from services.sync.settings import SyncSettings
+from services.ticker.settings import TickerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 # Start order: the sandbox first (the workers talk to it), the gateway last (`up` waits for it).
 SERVICES = ("sandbox", "publisher", "sync", "ml", "ticker", "gateway")
-# Health ports of the workers (docs/architecture.md): `up` returns once each answers /readyz.
-WORKER_PORTS = {"publisher": 9101, "sync": 9102, "ml": 9103, "ticker": 9104}
+# Health ports of the workers, their settings' defaults (docs/architecture.md): `up` returns
+# once each answers /readyz.
+WORKER_PORTS: dict[str, int] = {
+    name: settings.model_fields["metrics_port"].default
+    for name, settings in (
+        ("publisher", PublisherSettings),
+        ("sync", SyncSettings),
+        ("ml", MlSettings),
+        ("ticker", TickerSettings),
+    )
+}
+GATEWAY_PORT: int = GatewaySettings.model_fields["http_port"].default
+SANDBOX_META_PORT: int = SandboxSettings.model_fields["sandbox_meta_port"].default
 
 
 def _pid_file(service: str) -> Path:
@@ -84,8 +101,8 @@ def up(timeout: float) -> int:
         KAFKA_MARK.write_text(str(broker.port))
         print(f"kafka      started on {broker.bootstrap}")
     env.setdefault("ADFLUX_DATA_DIR", str(RUN / "data"))
-    gateway = f"http://127.0.0.1:{env.get('ADFLUX_HTTP_PORT', '8000')}"
-    sandbox = f"http://127.0.0.1:{env.get('ADFLUX_SANDBOX_META_PORT', '8010')}"
+    gateway = f"http://127.0.0.1:{env.get('ADFLUX_HTTP_PORT', GATEWAY_PORT)}"
+    sandbox = f"http://127.0.0.1:{env.get('ADFLUX_SANDBOX_META_PORT', SANDBOX_META_PORT)}"
     for service in SERVICES:
         if not (ROOT / "services" / service / "__main__.py").exists():
             continue

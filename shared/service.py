@@ -1,6 +1,7 @@
 """What every service's composition root needs, built once: settings-derived topic names,
 the producer, the database with its tracking and outbox tables, the revocation listener,
-consumer runtimes, the health server, and a run-until-SIGTERM loop."""
+consumer runtimes, a worker's parts with its readiness checks, the health server, and a
+run-until-SIGTERM loop."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
@@ -34,6 +36,16 @@ class Component(Protocol):
     def stop(self, timeout: float = ...) -> None: ...
 
     def healthy(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A process's consumer runtime, its parts in start order (stopped in reverse) and the
+    checks its /readyz answers."""
+
+    runtime: ConsumerRuntime
+    components: list[Component]
+    readiness: dict[str, ReadyCheck]
 
 
 @dataclass
@@ -93,6 +105,33 @@ class ServiceKit:
     def relay(self) -> OutboxRelay:
         return OutboxRelay(self.db, self.outbox, self.producer, self.service)
 
+    def worker(
+        self,
+        runtime: ConsumerRuntime,
+        *,
+        runs_commands: bool = True,
+        relay: OutboxRelay | None = None,
+        extra_components: Sequence[Component] = (),
+        extra_readiness: Mapping[str, ReadyCheck] | None = None,
+    ) -> Worker:
+        """The parts around `runtime`, in start order: the outbox relay if given, the
+        revocation listener if the runtime runs commands (they wait for it to catch up), the
+        runtime, then `extra_components`. Ready while the database answers, the relay lives,
+        the runtime is assigned, and each of `extra_readiness` holds."""
+        components: list[Component] = [
+            *([relay] if relay is not None else []),
+            *([self.revocation_listener()] if runs_commands else []),
+            runtime,
+            *extra_components,
+        ]
+        readiness: dict[str, ReadyCheck] = {
+            "database": self.db.ready,
+            **({"relay": relay.healthy} if relay is not None else {}),
+            "consumer": runtime.ready,
+            **(extra_readiness or {}),
+        }
+        return Worker(runtime, components, readiness)
+
 
 def build_kit(service: str, settings: ServiceSettings, metadata: sa.MetaData) -> ServiceKit:
     """Configure logging, create topics, migrate the database and build the shared clients."""
@@ -120,27 +159,23 @@ def with_tracking(metadata: sa.MetaData) -> sa.MetaData:
     return metadata
 
 
-def serve(
-    kit: ServiceKit,
-    components: list[Component],
-    readiness: dict[str, ReadyCheck],
-    health_port: int | None,
-) -> None:
-    """Start the components and the health server, then block until SIGTERM or SIGINT."""
+def serve(kit: ServiceKit, worker: Worker, health_port: int | None) -> None:
+    """Start the worker's components and the health server, then block until SIGTERM or
+    SIGINT."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     health = (
-        HealthServer(kit.settings.bind_address, health_port, readiness).start()
+        HealthServer(kit.settings.bind_address, health_port, worker.readiness).start()
         if health_port
         else None
     )
-    for component in components:
+    for component in worker.components:
         component.start()
     log.info("%s running", kit.service)
-    dead = supervise(components, stop)
+    dead = supervise(worker.components, stop)
     log.info("%s stopping", kit.service)
-    for component in reversed(components):
+    for component in reversed(worker.components):
         component.stop()
     kit.producer.close()
     if health is not None:

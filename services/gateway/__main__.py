@@ -60,14 +60,13 @@ def main() -> None:
     relay.on_refused = lambda session, rows: fail_refused_commands(session, rows, hub.publish)
     inspector = KafkaInspector(settings.kafka_bootstrap, kit.names, settings.worker_health_urls)
     watch = [QueueWatch(inspector, settings.queue_watch_interval)]
-    app = create_app(
-        settings,
-        kit,
-        hub,
-        [relay, runtime, *(watch if settings.queue_watch_interval else [])],
-        {"database": kit.db.ready, "relay": relay.healthy, "consumer": runtime.ready},
-        inspector,
+    worker = kit.worker(
+        runtime,
+        runs_commands=False,
+        relay=relay,
+        extra_components=watch if settings.queue_watch_interval else [],
     )
+    app = create_app(settings, kit, hub, worker.components, worker.readiness, inspector)
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
     if app.state.dead_components:
         sys.exit(f"gateway: {', '.join(app.state.dead_components)} stopped unexpectedly")

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from services.gateway.settings import GatewaySettings
+
 app = typer.Typer(
     help="Operate AdFlux Events: tasks, dead letters, services.", no_args_is_help=True
 )
@@ -25,7 +27,8 @@ SERVICES = ("gateway", "publisher", "sync", "ml", "ticker", "sandbox")
 
 
 def _client() -> httpx.Client:
-    base = os.environ.get("ADFLUX_API_URL", "http://127.0.0.1:8000")
+    port = GatewaySettings.model_fields["http_port"].default
+    base = os.environ.get("ADFLUX_API_URL", f"http://127.0.0.1:{port}")
     token = os.environ.get("ADFLUX_API_TOKEN", "dev-token")
     return httpx.Client(
         base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30

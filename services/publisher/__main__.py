@@ -18,12 +18,7 @@ def main() -> None:
     publish = PublishCampaign(kit.db, platform_factories(settings))
     runtime = kit.runtime()
     runtime.register(PublishRequested, publish, on_failure=publish.on_failure)
-    serve(
-        kit,
-        [kit.revocation_listener(), runtime],
-        {"database": kit.db.ready, "consumer": runtime.ready},
-        settings.metrics_port,
-    )
+    serve(kit, kit.worker(runtime), settings.metrics_port)
 
 
 if __name__ == "__main__":

@@ -4,35 +4,23 @@ the ad platforms, then runs until SIGTERM."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from adplatforms.registry import PlatformFactory, platform_factories
 from services.sync.handlers import CampaignSync, remember_published
 from services.sync.models import metadata
 from services.sync.settings import SyncSettings
 from shared.events import CampaignPublished, MetricsRefreshRequested, SyncRequested
-from shared.metrics import ReadyCheck
-from shared.runtime import ConsumerRuntime
-from shared.service import Component, ServiceKit, build_kit, serve
+from shared.service import ServiceKit, Worker, build_kit, serve
 from shared.settings import get_settings
-
-
-@dataclass
-class SyncService:
-    """The sync process's parts, in start order."""
-
-    runtime: ConsumerRuntime
-    components: list[Component]
-    readiness: dict[str, ReadyCheck]
 
 
 def compose(
     kit: ServiceKit,
     settings: SyncSettings,
     platforms: Mapping[str, PlatformFactory] | None = None,
-) -> SyncService:
-    """The runtime with the sync handlers registered; the real adapters unless `platforms`
-    is given (tests pass in-memory ones)."""
+) -> Worker:
+    """The worker around a runtime with the sync handlers registered; the real adapters
+    unless `platforms` is given (tests pass in-memory ones)."""
     sync = CampaignSync(
         platforms if platforms is not None else platform_factories(settings),
         settings.sync_batch_size,
@@ -41,18 +29,13 @@ def compose(
     runtime.register(CampaignPublished, remember_published)
     runtime.register(SyncRequested, sync.sync)
     runtime.register(MetricsRefreshRequested, sync.refresh_metrics)
-    return SyncService(
-        runtime,
-        [kit.revocation_listener(), runtime],
-        {"database": kit.db.ready, "consumer": runtime.ready},
-    )
+    return kit.worker(runtime)
 
 
 def main() -> None:
     settings = get_settings(SyncSettings)
     kit = build_kit("sync", settings, metadata)
-    service = compose(kit, settings)
-    serve(kit, service.components, service.readiness, settings.metrics_port)
+    serve(kit, compose(kit, settings), settings.metrics_port)
 
 
 if __name__ == "__main__":

@@ -37,18 +37,14 @@ def main() -> None:
     runtime = kit.runtime()
     runtime.register(ScheduleControlRequested, handlers.control)
     runtime.register(TaskStatus, handlers.task_status)
-    relay = kit.relay()
-    serve(
-        kit,
-        [relay, runtime, ticker],
-        {
-            "database": kit.db.ready,
-            "relay": relay.healthy,
-            "consumer": runtime.ready,
-            "ticker": ticker.healthy,
-        },
-        settings.metrics_port,
+    worker = kit.worker(
+        runtime,
+        runs_commands=False,
+        relay=kit.relay(),
+        extra_components=[ticker],
+        extra_readiness={"ticker": ticker.healthy},
     )
+    serve(kit, worker, settings.metrics_port)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from infra.waiting import wait_for
-from services.ml.__main__ import MlService, compose
+from services.ml.__main__ import compose
 from services.ml.models import Candidate, metadata
 from services.ml.settings import MlSettings
+from services.ml.stream import OnlineSegmentation
 from shared.envelope import Envelope, new_event
 from shared.events import (
     CandidateSegmented,
@@ -27,7 +28,7 @@ from shared.events import (
     TrainingRequested,
 )
 from shared.producer import EventProducer
-from shared.service import ServiceKit, build_kit
+from shared.service import ServiceKit, Worker, build_kit
 from shared.topics import TopicNames
 from tests.support.kafka import EventCollector
 from tests.unit.test_ml_segmentation import synthetic_profiles
@@ -48,13 +49,14 @@ def kit(
 
 
 @pytest.fixture
-def ml(kit: ServiceKit) -> Iterator[MlService]:
+def ml(kit: ServiceKit) -> Iterator[Worker]:
     assert isinstance(kit.settings, MlSettings)
     service = compose(kit, kit.settings)
     for component in service.components:
         component.start()
     assert service.runtime.assigned.wait(30)
-    assert service.online is not None and service.online.assigned.wait(60)
+    [online] = [c for c in service.components if isinstance(c, OnlineSegmentation)]
+    assert online.assigned.wait(60)
     yield service
     for component in reversed(service.components):
         component.stop()
@@ -98,7 +100,7 @@ def train(kit: ServiceKit, collector: EventCollector, task_id: str, **kwargs: An
 
 
 def test_training_then_assignment_emit_model_trained_and_candidate_segmented(
-    ml: MlService, kit: ServiceKit, collector: EventCollector
+    ml: Worker, kit: ServiceKit, collector: EventCollector
 ) -> None:
     profiles = synthetic_profiles(per_group=10)
     for profile in profiles:
@@ -143,7 +145,7 @@ def test_training_then_assignment_emit_model_trained_and_candidate_segmented(
 
 
 def test_training_without_candidates_fails_the_task_without_retrying(
-    ml: MlService, kit: ServiceKit, collector: EventCollector
+    ml: Worker, kit: ServiceKit, collector: EventCollector
 ) -> None:
     request(kit.producer, kit.names, TrainingRequested(), "train-empty")
     failure = collector.wait_state("train-empty", TaskState.FAILURE)
@@ -154,7 +156,7 @@ def test_training_without_candidates_fails_the_task_without_retrying(
 
 
 def test_assignment_before_any_model_fails_the_task(
-    ml: MlService, kit: ServiceKit, collector: EventCollector
+    ml: Worker, kit: ServiceKit, collector: EventCollector
 ) -> None:
     request(kit.producer, kit.names, SegmentationRequested(), "assign-early")
     failure = collector.wait_state("assign-early", TaskState.FAILURE)
@@ -162,7 +164,7 @@ def test_assignment_before_any_model_fails_the_task(
 
 
 def test_online_agent_segments_new_candidates_with_the_newest_model(
-    ml: MlService, kit: ServiceKit, collector: EventCollector
+    ml: Worker, kit: ServiceKit, collector: EventCollector
 ) -> None:
     profiles = synthetic_profiles(per_group=8)
     for profile in profiles:

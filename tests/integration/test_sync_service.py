@@ -23,7 +23,7 @@ from adplatforms.base import (
 from adplatforms.google import GoogleAdsPlatform
 from adplatforms.meta import MetaAdsPlatform
 from infra.waiting import wait_for
-from services.sync.__main__ import SyncService, compose
+from services.sync.__main__ import compose
 from services.sync.models import KnownCampaign, metadata
 from services.sync.settings import SyncSettings
 from shared.envelope import new_event
@@ -38,7 +38,7 @@ from shared.events import (
     TaskState,
     TaskStatus,
 )
-from shared.service import ServiceKit, build_kit
+from shared.service import ServiceKit, Worker, build_kit
 from shared.topics import TopicNames
 from tests.conftest import Sandbox
 from tests.support.journal import MemoryJournal
@@ -79,14 +79,14 @@ def fakes() -> dict[str, FakePlatform]:
     return {"meta": FakePlatform(), "google": FakePlatform(name="google")}
 
 
-def start(service: SyncService) -> SyncService:
+def start(service: Worker) -> Worker:
     for component in service.components:
         component.start()
     assert service.runtime.assigned.wait(30)
     return service
 
 
-def stop(service: SyncService) -> None:
+def stop(service: Worker) -> None:
     for component in reversed(service.components):
         component.stop()
 
@@ -94,7 +94,7 @@ def stop(service: SyncService) -> None:
 @pytest.fixture
 def sync(
     kit: ServiceKit, settings: SyncSettings, fakes: dict[str, FakePlatform]
-) -> Iterator[SyncService]:
+) -> Iterator[Worker]:
     def factory(platform: FakePlatform) -> Callable[[], AdPlatform]:
         return lambda: platform
 
@@ -136,7 +136,7 @@ def request(kit: ServiceKit, command: Command, subject: str) -> str:
 
 def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
     kit: ServiceKit,
-    sync: SyncService,
+    sync: Worker,
     fakes: dict[str, FakePlatform],
     collector: EventCollector,
     kafka_bootstrap: str,
@@ -184,7 +184,7 @@ def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
 
 
 def test_metrics_refresh_covers_both_platforms(
-    kit: ServiceKit, sync: SyncService, fakes: dict[str, FakePlatform], collector: EventCollector
+    kit: ServiceKit, sync: Worker, fakes: dict[str, FakePlatform], collector: EventCollector
 ) -> None:
     fakes["meta"].snapshots = {"x1": snapshot("x1", impressions=5)}
     fakes["google"].snapshots = {"901": snapshot("901", impressions=6)}
@@ -206,7 +206,7 @@ def test_metrics_refresh_covers_both_platforms(
 
 
 def test_a_transient_platform_error_retries_the_sync_through_a_tier(
-    kit: ServiceKit, sync: SyncService, fakes: dict[str, FakePlatform], collector: EventCollector
+    kit: ServiceKit, sync: Worker, fakes: dict[str, FakePlatform], collector: EventCollector
 ) -> None:
     fakes["meta"].snapshots = {"x1": snapshot("x1")}
     fakes["meta"].fail_on_call = 1
@@ -227,7 +227,7 @@ def test_a_transient_platform_error_retries_the_sync_through_a_tier(
 
 def test_a_permanent_platform_error_fails_the_sync_and_dead_letters_it(
     kit: ServiceKit,
-    sync: SyncService,
+    sync: Worker,
     fakes: dict[str, FakePlatform],
     collector: EventCollector,
     kafka_bootstrap: str,
@@ -263,7 +263,7 @@ def spec(campaign_id: str) -> CampaignSpec:
 @pytest.fixture
 def sandbox_sync(
     kit: ServiceKit, settings: SyncSettings, sandbox: Sandbox
-) -> Iterator[tuple[SyncService, SyncSettings]]:
+) -> Iterator[tuple[Worker, SyncSettings]]:
     """The service with its real adapters (`platform_factories`) pointed at the sandbox."""
     pointed = settings.model_copy(
         update={"meta_graph_url": sandbox.graph_url, "google_ads_endpoint": sandbox.google_endpoint}
@@ -275,7 +275,7 @@ def sandbox_sync(
 
 def test_sync_against_the_sandbox_sees_the_metrics_grow(
     kit: ServiceKit,
-    sandbox_sync: tuple[SyncService, SyncSettings],
+    sandbox_sync: tuple[Worker, SyncSettings],
     sandbox: Sandbox,
     collector: EventCollector,
 ) -> None:
@@ -315,7 +315,7 @@ def test_sync_against_the_sandbox_sees_the_metrics_grow(
 
 def test_metrics_refresh_against_the_sandbox_reads_both_platforms(
     kit: ServiceKit,
-    sandbox_sync: tuple[SyncService, SyncSettings],
+    sandbox_sync: tuple[Worker, SyncSettings],
     sandbox: Sandbox,
     collector: EventCollector,
 ) -> None:

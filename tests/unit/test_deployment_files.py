@@ -14,9 +14,9 @@ import yaml
 
 from infra.images import build
 from infra.images.compose import Stack
+from infra.stack import GATEWAY_PORT, WORKER_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER_PORTS = {"publisher": 9101, "sync": 9102, "ml": 9103, "ticker": 9104}
 SERVICES = ("gateway", "publisher", "sync", "ml", "ticker", "sandbox")
 
 
@@ -43,7 +43,9 @@ def test_only_the_gateway_and_grafana_are_published_and_on_loopback_only() -> No
     services = compose()["services"]
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
     assert set(published) == {"gateway", "grafana"}
-    assert published["gateway"] == ["127.0.0.1:${ADFLUX_GATEWAY_PORT:-8000}:8000"]
+    assert published["gateway"] == [
+        f"127.0.0.1:${{ADFLUX_GATEWAY_PORT:-{GATEWAY_PORT}}}:{GATEWAY_PORT}"
+    ]
     assert published["grafana"] == ["127.0.0.1:${ADFLUX_GRAFANA_PORT:-3000}:3000"]
     assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
@@ -66,7 +68,7 @@ def test_services_reach_kafka_postgres_and_the_sandbox_by_service_name() -> None
 
 def test_every_service_checks_its_own_readiness_port() -> None:
     services = compose()["services"]
-    for name, port in {**WORKER_PORTS, "gateway": 8000}.items():
+    for name, port in {**WORKER_PORTS, "gateway": GATEWAY_PORT}.items():
         assert services[name]["environment"]["ADFLUX_HEALTH_URL"] == (
             f"http://127.0.0.1:{port}/readyz"
         )
@@ -116,7 +118,7 @@ def test_prometheus_scrapes_every_service_on_its_design_port() -> None:
     targets = {
         t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
-    assert "gateway:8000" in targets
+    assert f"gateway:{GATEWAY_PORT}" in targets
     assert {f"{name}:{port}" for name, port in WORKER_PORTS.items()} <= targets
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.runtime import ConsumerRuntime
-from shared.service import serve, supervise
+from shared.service import Worker, serve, supervise
 from shared.topics import TopicNames
 from tests.support.memory_broker import MemoryBroker, MemoryConsumer, MemoryProducer
 
@@ -56,8 +56,9 @@ def test_serve_exits_non_zero_and_stops_the_rest_when_a_part_dies() -> None:
         db=SimpleNamespace(dispose=lambda: closed.append("db")),
     )
     survivor, dying = Part(None), Part(0.1)
+    runtime: Any = SimpleNamespace()
     with pytest.raises(SystemExit) as exited:
-        serve(kit, [survivor, dying], {}, None)
+        serve(kit, Worker(runtime, [survivor, dying], {}), None)
     assert "stopped unexpectedly" in str(exited.value.code)
     assert survivor.stopped and closed == ["producer", "db"]
 
