@@ -1,0 +1,128 @@
+"""What the Google sandbox refuses on create, as the real API does: each resource's check
+yields (error code, message, dotted field path in the object) per finding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from services.sandbox.google_resources import PARENTS, objects
+from services.sandbox.state import SandboxState
+
+# A validation finding: (error code, message, dotted field path inside the checked object).
+Check = tuple[str, str, str]
+# A resource's check: (state, customer id, the new object, its live siblings) -> findings.
+Checker = Callable[[SandboxState, str, Any, list[Any]], Iterator[Check]]
+
+_MAX_HEADLINE_LENGTH = 30
+_MAX_DESCRIPTION_LENGTH = 90
+
+
+def _check_parent(state: SandboxState, resource: str, customer: str, obj: Any) -> Iterator[Check]:
+    parent, link = PARENTS[resource]
+    name = getattr(obj, link)
+    if not name:
+        yield "field_error.REQUIRED", f"The {link} is required.", link
+    elif name not in objects(state, parent) or not name.startswith(f"customers/{customer}/"):
+        yield "mutate_error.RESOURCE_NOT_FOUND", f"{name!r} does not exist.", link
+
+
+def _check_budget(
+    state: SandboxState, customer: str, budget: Any, siblings: list[Any]
+) -> Iterator[Check]:
+    if not budget.name:
+        yield "field_error.REQUIRED", "A budget needs a name.", "name"
+    elif any(other.name == budget.name for other in siblings):
+        yield "campaign_budget_error.DUPLICATE_NAME", "The budget name is taken.", "name"
+    if budget.amount_micros <= 0:
+        yield "field_error.REQUIRED", "A budget needs a positive amount.", "amount_micros"
+
+
+def _check_campaign(
+    state: SandboxState, customer: str, campaign: Any, siblings: list[Any]
+) -> Iterator[Check]:
+    if not campaign.name:
+        yield "field_error.REQUIRED", "A campaign needs a name.", "name"
+    elif any(other.name == campaign.name for other in siblings):
+        yield "campaign_error.DUPLICATE_CAMPAIGN_NAME", "The campaign name is taken.", "name"
+    if not campaign.advertising_channel_type:
+        yield (
+            "field_error.REQUIRED",
+            "Set advertising_channel_type.",
+            "advertising_channel_type",
+        )
+    if not campaign.contains_eu_political_advertising:
+        yield (
+            "mutate_error.EU_POLITICAL_ADVERTISING_DECLARATION_REQUIRED",
+            "Declare whether the campaign contains EU political advertising.",
+            "contains_eu_political_advertising",
+        )
+    if type(campaign).pb(campaign).WhichOneof("campaign_bidding_strategy") is None:
+        yield "field_error.REQUIRED", "A campaign needs a bidding strategy.", ""
+    yield from _check_parent(state, "campaign", customer, campaign)
+    budget = objects(state, "campaign_budget").get(campaign.campaign_budget)
+    if (
+        budget is not None
+        and not budget.explicitly_shared
+        and any(other.campaign_budget == budget.resource_name for other in siblings)
+    ):
+        yield (
+            "campaign_budget_error.CANNOT_USE_IMPLICITLY_SHARED_CAMPAIGN_BUDGET_WITH_MULTIPLE_CAMPAIGNS",
+            "The budget is not shared and already has a campaign.",
+            "campaign_budget",
+        )
+
+
+def _check_ad_group(
+    state: SandboxState, customer: str, ad_group: Any, siblings: list[Any]
+) -> Iterator[Check]:
+    if not ad_group.name:
+        yield "field_error.REQUIRED", "An ad group needs a name.", "name"
+    elif any(
+        other.name == ad_group.name and other.campaign == ad_group.campaign for other in siblings
+    ):
+        yield "ad_group_error.DUPLICATE_ADGROUP_NAME", "The ad group name is taken.", "name"
+    yield from _check_parent(state, "ad_group", customer, ad_group)
+
+
+def _check_ad_group_ad(
+    state: SandboxState, customer: str, ad: Any, siblings: list[Any]
+) -> Iterator[Check]:
+    yield from _check_parent(state, "ad_group_ad", customer, ad)
+    rsa = ad.ad.responsive_search_ad
+    path = "ad.responsive_search_ad"
+    for kind, texts, minimum, maximum, max_length in (
+        ("headlines", rsa.headlines, 3, 15, _MAX_HEADLINE_LENGTH),
+        ("descriptions", rsa.descriptions, 2, 4, _MAX_DESCRIPTION_LENGTH),
+    ):
+        if len(texts) < minimum:
+            yield (
+                "collection_size_error.TOO_FEW",
+                f"At least {minimum} {kind}.",
+                f"{path}.{kind}",
+            )
+        if len(texts) > maximum:
+            yield (
+                "collection_size_error.TOO_MANY",
+                f"At most {maximum} {kind}.",
+                f"{path}.{kind}",
+            )
+        for asset in texts:
+            if not asset.text:
+                yield "string_length_error.EMPTY", f"Empty text in {kind}.", f"{path}.{kind}"
+            elif len(asset.text) > max_length:
+                yield (
+                    "string_length_error.TOO_LONG",
+                    f"{asset.text!r} is longer than {max_length} characters.",
+                    f"{path}.{kind}",
+                )
+    if not ad.ad.final_urls:
+        yield "field_error.REQUIRED", "An ad needs a final URL.", "ad.final_urls"
+
+
+CHECKS: dict[str, Checker] = {
+    "campaign_budget": _check_budget,
+    "campaign": _check_campaign,
+    "ad_group": _check_ad_group,
+    "ad_group_ad": _check_ad_group_ad,
+}
