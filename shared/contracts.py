@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from shared.events import CONTRACTS, EventContract
+from shared.events import CONTRACTS, EventDeclaration
 from shared.topics import TOPIC_SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ SCHEMAS = ROOT / "schemas"
 ASYNCAPI = ROOT / "asyncapi.yaml"
 
 
-def schema_of(contract: EventContract) -> dict[str, Any]:
+def schema_of(contract: EventDeclaration) -> dict[str, Any]:
     schema = contract.model.model_json_schema(mode="serialization")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -1,4 +1,5 @@
-"""Event payload contracts: one pydantic model per event type, and the registry of them.
+"""Event payload contracts: one pydantic model per event type, and one declaration per event
+(`EVENTS`) from which its topic, schema and task routing are derived.
 
 `schemas/<type>/v<N>.json` is generated from these models (`make schemas`); producers and
 consumers validate every payload against its model.
@@ -258,45 +259,56 @@ class ScheduleStateChanged(Payload):
 
 
 @dataclass(frozen=True)
-class EventContract:
-    """An event type: its topic name, payload model and schema version."""
+class EventDeclaration:
+    """An event type, declared once: its payload model and schema version, its topic (named
+    after the type: partitions, compaction, and whether a service consumes it, which gives it
+    retry tiers and a dead-letter topic), and for a command the payload field that keys its
+    record. Topics, schemas and task routing are derived from these (docs/contracts.md)."""
 
     type: str
     model: builtins.type[Payload]
     version: int = 1
+    partitions: int = 3
+    compacted: bool = False
+    consumed: bool = True
+    # A command's key: this payload field's value, or the task name when it is None or empty.
+    key: str | None = None
 
     @property
     def dataschema(self) -> str:
         return f"schemas/{self.type}/v{self.version}.json"
 
+    @property
+    def task_name(self) -> str | None:
+        """The task a command event runs (its model's `task_name`); None for other events."""
+        if not issubclass(self.model, Command):
+            return None
+        name: str = self.model.model_fields["task_name"].default
+        return name
 
-_CONTRACTS = [
-    EventContract("campaign.publish_requested", PublishRequested),
-    EventContract("campaign.sync_requested", SyncRequested),
-    EventContract("metrics.refresh_requested", MetricsRefreshRequested),
-    EventContract("ml.training_requested", TrainingRequested),
-    EventContract("ml.segmentation_requested", SegmentationRequested),
-    EventContract("candidate.upserted", CandidateUpserted),
-    EventContract("campaign.published", CampaignPublished),
-    EventContract("campaign.publish_failed", CampaignPublishFailed),
-    EventContract("campaign.status_changed", CampaignStatusChanged),
-    EventContract("campaign.metrics_updated", CampaignMetricsUpdated),
-    EventContract("ml.model_trained", ModelTrained),
-    EventContract("candidate.segmented", CandidateSegmented),
-    EventContract("task.status", TaskStatus),
-    EventContract("task.revoked", TaskRevoked),
-    EventContract("schedule.control_requested", ScheduleControlRequested),
-    EventContract("schedule.state", ScheduleStateChanged),
-]
 
-CONTRACTS: dict[str, EventContract] = {c.type: c for c in _CONTRACTS}
-CONTRACT_BY_MODEL: dict[type[Payload], EventContract] = {c.model: c for c in _CONTRACTS}
+EVENTS: tuple[EventDeclaration, ...] = (
+    EventDeclaration(
+        "campaign.publish_requested", PublishRequested, partitions=6, key="campaign_id"
+    ),
+    EventDeclaration("campaign.sync_requested", SyncRequested, key="platform"),
+    EventDeclaration("metrics.refresh_requested", MetricsRefreshRequested, key="platform"),
+    EventDeclaration("ml.training_requested", TrainingRequested, partitions=1),
+    EventDeclaration("ml.segmentation_requested", SegmentationRequested),
+    EventDeclaration("candidate.upserted", CandidateUpserted, compacted=True),
+    EventDeclaration("campaign.published", CampaignPublished),
+    EventDeclaration("campaign.publish_failed", CampaignPublishFailed),
+    EventDeclaration("campaign.status_changed", CampaignStatusChanged),
+    EventDeclaration("campaign.metrics_updated", CampaignMetricsUpdated),
+    EventDeclaration("ml.model_trained", ModelTrained),
+    EventDeclaration("candidate.segmented", CandidateSegmented),
+    EventDeclaration("task.status", TaskStatus, partitions=6),
+    EventDeclaration("task.revoked", TaskRevoked, partitions=1, compacted=True, consumed=False),
+    EventDeclaration("schedule.control_requested", ScheduleControlRequested, partitions=1),
+    EventDeclaration("schedule.state", ScheduleStateChanged, partitions=1, compacted=True),
+)
 
+CONTRACTS: dict[str, EventDeclaration] = {e.type: e for e in EVENTS}
+CONTRACT_BY_MODEL: dict[type[Payload], EventDeclaration] = {e.model: e for e in EVENTS}
 # Task name -> the command event type that runs it (docs/contracts.md).
-TASK_COMMANDS: dict[str, str] = {
-    "campaign.publish": "campaign.publish_requested",
-    "campaign.sync": "campaign.sync_requested",
-    "metrics.refresh": "metrics.refresh_requested",
-    "ml.train": "ml.training_requested",
-    "ml.assign_segments": "ml.segmentation_requested",
-}
+TASK_COMMANDS: dict[str, str] = {e.task_name: e.type for e in EVENTS if e.task_name is not None}

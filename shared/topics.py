@@ -1,5 +1,6 @@
-"""The topic registry: every topic declared once (partitions, retention, compaction),
-its retry tiers and dead-letter topic, and their creation at start-up with the AdminClient.
+"""The topic registry: one topic per event declared in shared/events.py (partitions,
+retention, compaction), its retry tiers and dead-letter topic, and their creation at start-up
+with the AdminClient.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+
+from shared.events import EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class TopicSpec:
     """A logical topic. `consumed` topics get retry tiers and a dead-letter topic."""
 
     name: str
-    partitions: int = 3
+    partitions: int
     retention_ms: int = 7 * DAY_MS
     compacted: bool = False
     consumed: bool = False
@@ -55,23 +58,9 @@ class TopicSpec:
         return {"retention.ms": str(self.retention_ms)}
 
 
-TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("campaign.publish_requested", partitions=6, consumed=True),
-    TopicSpec("campaign.sync_requested", consumed=True),
-    TopicSpec("metrics.refresh_requested", consumed=True),
-    TopicSpec("ml.training_requested", partitions=1, consumed=True),
-    TopicSpec("ml.segmentation_requested", consumed=True),
-    TopicSpec("candidate.upserted", compacted=True, consumed=True),
-    TopicSpec("campaign.published", consumed=True),
-    TopicSpec("campaign.publish_failed", consumed=True),
-    TopicSpec("campaign.status_changed", consumed=True),
-    TopicSpec("campaign.metrics_updated", consumed=True),
-    TopicSpec("ml.model_trained", consumed=True),
-    TopicSpec("candidate.segmented", consumed=True),
-    TopicSpec("task.status", partitions=6, consumed=True),
-    TopicSpec("task.revoked", partitions=1, compacted=True),
-    TopicSpec("schedule.control_requested", partitions=1, consumed=True),
-    TopicSpec("schedule.state", partitions=1, compacted=True, consumed=True),
+# One topic per declared event, named after its type.
+TOPICS: tuple[TopicSpec, ...] = tuple(
+    TopicSpec(e.type, e.partitions, compacted=e.compacted, consumed=e.consumed) for e in EVENTS
 )
 TOPIC_SPECS: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 

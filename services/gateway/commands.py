@@ -15,10 +15,9 @@ from sqlalchemy.orm import Session
 
 from services.gateway.live import task_update
 from services.gateway.models import Campaign, Job, Task
+from shared.commands import CommandInvalid, build_command, command_key
 from shared.envelope import new_event
 from shared.events import (
-    CONTRACTS,
-    TASK_COMMANDS,
     Command,
     JobOpening,
     PublishRequested,
@@ -113,30 +112,11 @@ def start_publish(
         kwargs={"campaign_id": campaign.id},
         options=options,
         command=command,
-        subject=campaign.id,
     )
     campaign.status = "publishing"
     campaign.task_id = task.id
     campaign.updated_at = datetime.now(UTC)
     return task
-
-
-def build_command(
-    session: Session, name: str, kwargs: dict[str, Any], options: TaskOptions
-) -> tuple[Command, str]:
-    """The command payload of task `name` and its aggregate id (the Kafka key)."""
-    if name not in TASK_COMMANDS:
-        raise CommandRejected(f"unknown task {name!r}; known: {', '.join(sorted(TASK_COMMANDS))}")
-    if name == "campaign.publish":
-        raise CommandRejected("campaign.publish starts through start_publish")
-    model = CONTRACTS[TASK_COMMANDS[name]].model
-    try:
-        command = model.model_validate({**kwargs, "options": options})
-    except ValidationError as exc:
-        raise CommandRejected(f"bad kwargs for {name}: {exc}") from exc
-    assert isinstance(command, Command)
-    subject = str(kwargs.get("platform") or name)
-    return command, subject
 
 
 def issue_task(
@@ -149,7 +129,6 @@ def issue_task(
     options: TaskOptions | None = None,
     task_id: str | None = None,
     command: Command | None = None,
-    subject: str | None = None,
 ) -> Task:
     """Record the task (PENDING, or SCHEDULED when it has an ETA) and its command event."""
     options = options or TaskOptions()
@@ -157,7 +136,10 @@ def issue_task(
     if command is None and name == "campaign.publish":
         return _publish_by_name(session, outbox, kwargs, options)
     if command is None:
-        command, subject = build_command(session, name, kwargs, options)
+        try:
+            command = build_command(name, kwargs, options)
+        except CommandInvalid as exc:
+            raise CommandRejected(str(exc)) from exc
     task_id = task_id or str(uuid.uuid4())
     now = datetime.now(UTC)
     state = TaskState.SCHEDULED if options.eta and options.eta > now else TaskState.PENDING
@@ -174,7 +156,7 @@ def issue_task(
         created_at=now,
         updated_at=now,
     )
-    envelope = new_event(command, source=SOURCE, subject=subject or task_id, taskid=task_id)
+    envelope = new_event(command, source=SOURCE, subject=command_key(command), taskid=task_id)
     campaign_id = kwargs.get("campaign_id")
     task.campaign_id = campaign_id if isinstance(campaign_id, str) else None
     task.correlation_id = envelope.correlationid

@@ -9,11 +9,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from shared.commands import build_command, command_key
 from shared.envelope import Envelope, new_event
 from shared.events import (
-    CONTRACTS,
-    TASK_COMMANDS,
-    Command,
     ScheduleStateChanged,
     TaskOptions,
     TaskState,
@@ -105,18 +103,6 @@ def state_event(schedule: str, paused: bool, last_slot: datetime | None, at: dat
     return new_event(state, source=SOURCE, subject=schedule)
 
 
-def command_for(schedule: Schedule, slot: datetime) -> tuple[Command, str]:
-    """The schedule's command payload for one slot, and its Kafka key (the platform when the
-    task has one, else the task name, as the gateway keys it)."""
-    expires = slot + timedelta(seconds=schedule.expires) if schedule.expires else None
-    options = TaskOptions(expires=expires)
-    model = CONTRACTS[TASK_COMMANDS[schedule.task]].model
-    command = model.model_validate({**schedule.kwargs, "options": options})
-    if not isinstance(command, Command):
-        raise TypeError(f"{model.__name__} of task {schedule.task} is not a command")
-    return command, str(schedule.kwargs.get("platform") or schedule.task)
-
-
 @dataclass(frozen=True)
 class FiringEvents:
     """One firing's task id and what goes to the outbox: its PENDING status, then its command."""
@@ -130,7 +116,8 @@ def firing_events(schedule: Schedule, slot: datetime, at: datetime) -> FiringEve
     """The events of firing `schedule` for `slot` at time `at`; their ids are deterministic
     too, so even a re-sent firing is one event to every consumer."""
     task_id = task_id_for(schedule.name, slot)
-    command, subject = command_for(schedule, slot)
+    expires = slot + timedelta(seconds=schedule.expires) if schedule.expires else None
+    command = build_command(schedule.task, schedule.kwargs, TaskOptions(expires=expires))
     status = TaskStatus(
         task_id=task_id,
         name=schedule.task,
@@ -153,7 +140,7 @@ def firing_events(schedule: Schedule, slot: datetime, at: datetime) -> FiringEve
         new_event(
             command,
             source=SOURCE,
-            subject=subject,
+            subject=command_key(command),
             taskid=task_id,
             correlationid=task_id,
             event_id=_event_id(task_id, "command"),

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
-from services.ticker.firing import NAMESPACE, command_for, firing_events, plan, task_id_for
+from services.ticker.firing import NAMESPACE, firing_events, plan, task_id_for
+from shared.commands import CommandInvalid
 from shared.events import SyncRequested, TaskState, TaskStatus, TrainingRequested
 from shared.schedules import Schedule
 
@@ -146,12 +146,13 @@ def test_a_firing_is_a_pending_status_and_the_command_with_the_schedules_options
 
 def test_a_schedule_without_expiry_fires_commands_that_do_not_expire() -> None:
     training = Schedule(name="t", task="ml.train", cron="0 3 * * 1")
-    command, subject = command_for(training, T0)
+    events = firing_events(training, T0, T0)
+    command = events.command.payload()
     assert isinstance(command, TrainingRequested)
     assert command.options.expires is None
-    assert subject == "ml.train"
+    assert events.command.subject == "ml.train"
 
 
 def test_kwargs_the_task_rejects_are_refused() -> None:
-    with pytest.raises(ValidationError):
-        command_for(Schedule(name="x", task="campaign.sync", cron="* * * * *"), T0)
+    with pytest.raises(CommandInvalid, match="bad kwargs for campaign"):
+        firing_events(Schedule(name="x", task="campaign.sync", cron="* * * * *"), T0, T0)
