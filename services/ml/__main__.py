@@ -30,6 +30,9 @@ def compose(kit: ServiceKit, settings: MlSettings) -> Worker:
         data_dir=settings.data_dir,
         assigner=OnlineAssigner(kit.db),
         producer=kit.producer,
+        db=kit.db,
+        processed=kit.processed,
+        retention=kit.runtime_options().processed_retention,
     )
     return kit.worker(runtime, extra_components=[online], extra_readiness={"online": online.ready})
 

@@ -2,7 +2,10 @@
 the current model to every new or changed candidate and emits `candidate.segmented`.
 
 Its output can be recomputed (`ml.assign_segments` redoes it for everyone), so it runs on
-faust in its own consumer group rather than on the command runtime. The agent keeps
+faust in its own consumer group rather than on the command runtime: a batch that keeps failing
+is left to the next batch assignment instead of going to a retry tier or the dead letters. It
+shares the runtime's decoding (`from_kafka`) and dedupe (`ProcessedEventStore`, under its own
+group), and the lifecycle of every background component (`BackgroundLoop`). The agent keeps
 `concurrency=1` (faust 0.15.3 can commit past an in-flight record with more, faust #606).
 """
 
@@ -13,7 +16,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,10 +31,12 @@ from sqlalchemy.orm import Session
 
 from services.ml import segmentation
 from services.ml.models import SegmentationModel, latest_version, store_segments
+from shared.background import BackgroundLoop
 from shared.db import Database
 from shared.envelope import Envelope, MalformedEvent, from_kafka, new_event
 from shared.events import CandidateSegmented, CandidateUpserted
-from shared.producer import DeliveryFailed, EventProducer
+from shared.producer import DeliveryFailed, EventProducer, OutgoingRecord
+from shared.runtime.processed import ProcessedEventStore
 from shared.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,10 @@ BATCH_WITHIN = 0.02
 # Event ids of online assignments are derived from their cause and model, so a reprocessed
 # record yields the same event id and downstream consumers skip it.
 ONLINE_EVENT_NAMESPACE = uuid.UUID("5f0c6a8e-7d0e-4c36-9a51-3f1f2d0b6a11")
+# Seconds between purges of the group's tracking rows older than the retention.
+PURGE_INTERVAL = 600.0
+# Called inside an assignment's transaction with each upsert and the event it yields.
+Tracker = Callable[[Session, list[tuple[Envelope, Envelope]]], None]
 
 
 class OnlineAssigner:
@@ -85,9 +95,12 @@ class OnlineAssigner:
         assigned = self.assign_batch([envelope])
         return assigned[0] if assigned else None
 
-    def assign_batch(self, envelopes: list[Envelope]) -> list[Envelope]:
+    def assign_batch(
+        self, envelopes: list[Envelope], track: Tracker | None = None
+    ) -> list[Envelope]:
         """`candidate.segmented` events for these upserts, in order (none while no model
-        exists), with one prediction and one transaction for the batch."""
+        exists), with one prediction and one transaction for the batch; `track` records them
+        in that transaction."""
         profiles: list[tuple[Envelope, CandidateUpserted]] = []
         for envelope in envelopes:
             profile = envelope.payload()  # MalformedEvent on a schema violation
@@ -105,24 +118,29 @@ class OnlineAssigner:
             segments = [int(s) for s in segmentation.predict(pipeline, frame)]
             ids = [profile.candidate_id for _, profile in profiles]
             store_segments(session, zip(ids, segments, strict=True), version, every=False)
-        return [
-            new_event(
-                CandidateSegmented(
-                    candidate_id=profile.candidate_id, segment=segment, model_version=version
-                ),
-                source=SOURCE,
-                subject=profile.candidate_id,
-                correlationid=envelope.correlationid or envelope.id,
-                causationid=envelope.id,
-                event_id=str(uuid.uuid5(ONLINE_EVENT_NAMESPACE, f"{envelope.id}/{version}")),
-            )
-            for (envelope, profile), segment in zip(profiles, segments, strict=True)
-        ]
+            assigned = [
+                new_event(
+                    CandidateSegmented(
+                        candidate_id=profile.candidate_id, segment=segment, model_version=version
+                    ),
+                    source=SOURCE,
+                    subject=profile.candidate_id,
+                    correlationid=envelope.correlationid or envelope.id,
+                    causationid=envelope.id,
+                    event_id=str(uuid.uuid5(ONLINE_EVENT_NAMESPACE, f"{envelope.id}/{version}")),
+                )
+                for (envelope, profile), segment in zip(profiles, segments, strict=True)
+            ]
+            if track is not None:
+                track(session, [(e, a) for (e, _), a in zip(profiles, assigned, strict=True)])
+        return assigned
 
 
-class OnlineSegmentation:
+class OnlineSegmentation(BackgroundLoop):
     """The faust app and its agent, run on an asyncio loop in their own thread so the
     service's main thread keeps signal handling; `stop()` shuts faust down cleanly."""
+
+    thread_name = "ml-online"
 
     def __init__(
         self,
@@ -132,37 +150,27 @@ class OnlineSegmentation:
         data_dir: str,
         assigner: OnlineAssigner,
         producer: EventProducer,
+        db: Database,
+        processed: sa.Table,
+        retention: timedelta,
     ) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
         self.names = names
         self.data_dir = data_dir
         self.assigner = assigner
         self.producer = producer
         self.group = names.group(ONLINE_GROUP)
+        self.processed = ProcessedEventStore(db, processed, self.group)
+        self.retention = retention
         self.assigned = threading.Event()
-        self._stop_requested = threading.Event()
         self._started = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
-    def start(self) -> OnlineSegmentation:
-        self._thread = threading.Thread(target=self._run, name="ml-online", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop_requested.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def healthy(self) -> bool:
-        """Started and not dead (a supervisor restarts a process whose agent died)."""
-        return self._thread is not None and self._thread.is_alive()
-
     def ready(self) -> bool:
         return self._started.is_set() and self.healthy()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
@@ -179,16 +187,30 @@ class OnlineSegmentation:
         await app.start()
         self._started.set()
         log.info("online segment assignment consuming as %s", self.group)
+        last_purge = time.monotonic()
         try:
             # Polled, so a stop requested while faust was still starting is not missed.
-            while not self._stop_requested.is_set():
+            while not self._stop.is_set():
                 if app.crashed:
                     log.error("faust app crashed: %r", app.crash_reason)
                     return  # the thread ends, so `healthy` turns false and /readyz says so
+                if time.monotonic() - last_purge >= PURGE_INTERVAL:
+                    last_purge = time.monotonic()
+                    await asyncio.to_thread(self.purge)
                 await asyncio.sleep(0.2)
         finally:
             await app.stop()
             log.info("online segment assignment stopped")
+
+    def purge(self) -> None:
+        """Forget upserts handled longer ago than the retention (never raises)."""
+        try:
+            purged = self.processed.purge(self.retention)
+        except INFRASTRUCTURE_ERRORS as exc:
+            log.warning("purging the tracking rows of %s failed: %s", self.group, exc)
+            return
+        if purged:
+            log.info("purged %d tracking rows of %s", purged, self.group)
 
     # --- faust ----------------------------------------------------------------------------
     def build_app(self, loop: asyncio.AbstractEventLoop) -> faust.App:
@@ -239,11 +261,10 @@ class OnlineSegmentation:
     @staticmethod
     def _decode(event: faust.types.EventT[bytes]) -> Envelope | None:
         message = event.message
-        raw = message.headers or []
-        pairs = raw.items() if isinstance(raw, Mapping) else raw
-        headers = [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs if v is not None]
+        # aiokafka hands faust every consumed record's headers as (str, bytes) pairs.
+        headers = cast(Sequence[tuple[str, bytes]], message.headers or ())
         try:
-            envelope = from_kafka(message.key, message.value, headers)
+            envelope = from_kafka(message.key, message.value, list(headers))
             envelope.payload()
             return envelope
         except MalformedEvent as exc:
@@ -252,15 +273,23 @@ class OnlineSegmentation:
             return None
 
     def handle(self, envelopes: list[Envelope]) -> None:
-        """Assign and emit one batch, trying infrastructure errors again; never raises."""
+        """Assign and emit one batch, trying infrastructure errors again; never raises.
+        Upserts handled before (a redelivery) are not assigned again: their stored outputs
+        are sent again instead, as the runtime does."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                assigned = self.assigner.assign_batch(envelopes)
-                if not assigned:
-                    ONLINE_ASSIGNMENTS.labels("no_model").inc(len(envelopes))
-                    return
-                self.producer.send_envelopes([(self.names.topic(e.type), e) for e in assigned])
+                known = self.processed.lookup(e.id for e in envelopes)
+                fresh = list({e.id: e for e in envelopes if e.id not in known}.values())
+                assigned = self.assigner.assign_batch(fresh, self._track) if fresh else []
+                self.producer.send_batch(
+                    [
+                        *(record for outputs in known.values() for record in outputs),
+                        *(self._record(e) for e in assigned),
+                    ]
+                )
+                ONLINE_ASSIGNMENTS.labels("duplicate").inc(len(known))
                 ONLINE_ASSIGNMENTS.labels("assigned").inc(len(assigned))
+                ONLINE_ASSIGNMENTS.labels("no_model").inc(len(fresh) - len(assigned))
                 return
             except INFRASTRUCTURE_ERRORS as exc:
                 if attempt == ATTEMPTS:
@@ -273,3 +302,10 @@ class OnlineSegmentation:
                 ONLINE_ASSIGNMENTS.labels("failed").inc(len(envelopes))
                 log.exception("online assignment of %d candidates failed", len(envelopes))
                 return
+
+    def _record(self, envelope: Envelope) -> OutgoingRecord:
+        return OutgoingRecord.of(self.names.topic(envelope.type), envelope)
+
+    def _track(self, session: Session, pairs: list[tuple[Envelope, Envelope]]) -> None:
+        for upsert, segmented in pairs:
+            self.processed.add(session, upsert.id, upsert.type, [self._record(segmented)])

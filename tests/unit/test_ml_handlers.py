@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from services.ml.handlers import TrainModel, assign_segments, store_candidate
-from services.ml.models import Candidate, Segment, SegmentationModel, latest_version
-from services.ml.stream import OnlineAssigner, OnlineSegmentation
+from services.ml.models import Candidate, Segment, SegmentationModel, latest_version, metadata
+from services.ml.stream import OnlineAssigner, OnlineSegmentation, Tracker
 from shared.db import Database
 from shared.envelope import Envelope, from_kafka, new_event
 from shared.events import (
@@ -253,17 +253,22 @@ def test_online_assigner_waits_for_a_model_then_follows_the_newest(
         assert row is not None and row.model_version == second.result["model_version"]
 
 
-class FlakyAssigner:
-    """Fails its first call with a database error, then assigns segment 1."""
+class FakeAssigner:
+    """Assigns segment 1 and records it through `track`; its first call fails with a database
+    error when `flaky`."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database, *, flaky: bool = False) -> None:
+        self.db = db
+        self.flaky = flaky
         self.calls = 0
 
-    def assign_batch(self, envelopes: list[Envelope]) -> list[Envelope]:
+    def assign_batch(
+        self, envelopes: list[Envelope], track: Tracker | None = None
+    ) -> list[Envelope]:
         self.calls += 1
-        if self.calls == 1:
+        if self.flaky and self.calls == 1:
             raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection reset"))
-        return [
+        assigned = [
             new_event(
                 CandidateSegmented(candidate_id=e.subject, segment=1, model_version="v1"),
                 source="ml",
@@ -271,29 +276,57 @@ class FlakyAssigner:
             )
             for e in envelopes
         ]
+        with self.db.session() as session:
+            if track is not None:
+                track(session, list(zip(envelopes, assigned, strict=True)))
+        return assigned
 
 
-class EnvelopeSink:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Envelope]] = []
-
-    def send_envelopes(self, items: list[tuple[str, Envelope]]) -> None:
-        self.sent.extend(items)
-
-
-def test_online_batch_is_tried_again_after_a_database_error(tmp_path: Path) -> None:
-    assigner, sink = FlakyAssigner(), EnvelopeSink()
-    online = OnlineSegmentation(
+def online_segmentation(
+    db: Database, assigner: FakeAssigner, producer: RecordingProducer, tmp_path: Path
+) -> OnlineSegmentation:
+    return OnlineSegmentation(
         bootstrap="unused:9092",
         names=TopicNames("unit."),
         data_dir=str(tmp_path),
         assigner=cast(OnlineAssigner, assigner),
-        producer=cast(EventProducer, sink),
+        producer=cast(EventProducer, producer),
+        db=db,
+        processed=metadata.tables["processed_events"],
+        retention=timedelta(days=1),
     )
+
+
+def upserted(subject: str) -> Envelope:
     profile = synthetic_profiles(1)[0]
-    upserted = new_event(
-        CandidateUpserted(**profile, updated_at=NOW), source="test", subject="g0-0"
-    )
-    online.handle([upserted])
+    return new_event(CandidateUpserted(**profile, updated_at=NOW), source="test", subject=subject)
+
+
+def sent(producer: RecordingProducer) -> list[tuple[str, str]]:
+    return [(r.topic, from_kafka(r.key, r.value, r.headers).subject) for r in producer.records]
+
+
+def test_online_batch_is_tried_again_after_a_database_error(
+    db: Database, producer: RecordingProducer, tmp_path: Path
+) -> None:
+    assigner = FakeAssigner(db, flaky=True)
+    online_segmentation(db, assigner, producer, tmp_path).handle([upserted("g0-0")])
     assert assigner.calls == 2
-    assert [(topic, e.subject) for topic, e in sink.sent] == [("unit.candidate.segmented", "g0-0")]
+    assert sent(producer) == [("unit.candidate.segmented", "g0-0")]
+
+
+def test_a_redelivered_upsert_is_not_assigned_again_but_its_event_is_sent_again(
+    db: Database, producer: RecordingProducer, tmp_path: Path
+) -> None:
+    assigner = FakeAssigner(db)
+    online = online_segmentation(db, assigner, producer, tmp_path)
+    first, second = upserted("g0-0"), upserted("g0-1")
+    online.handle([first, first])
+    online.handle([first, second])
+    assert assigner.calls == 2
+    assert sent(producer) == [
+        ("unit.candidate.segmented", "g0-0"),
+        ("unit.candidate.segmented", "g0-0"),
+        ("unit.candidate.segmented", "g0-1"),
+    ]
+    assert producer.records[0] == producer.records[1]  # the stored event, byte for byte
