@@ -82,10 +82,9 @@ def test_graphs_count_outcomes_per_minute_and_publish_latency(gw: InProcessGatew
         publish = session.get(Task, task_id)
         train = session.get(Task, retried)
         assert publish is not None and train is not None
-        publish.history = [
-            *publish.history,
-            {"state": "SUCCESS", "at": (publish.created_at + timedelta(seconds=3)).isoformat()},
-        ]
+        # Took 3 s and ended now (not in the future: the last minute must hold it).
+        publish.created_at = now - timedelta(seconds=3)
+        publish.history = [*publish.history, {"state": "SUCCESS", "at": now.isoformat()}]
         train.history = [
             *train.history,
             {"state": "RETRY", "at": now.isoformat()},
