@@ -13,6 +13,10 @@ from sqlalchemy.exc import ArgumentError
 from shared.redaction import register_secrets
 from shared.topics import DEFAULT_TIERS
 
+# Each worker's /metrics, /healthz and /readyz port by default (the gateway serves them on
+# its HTTP port). One table: the workers' settings and the gateway's health checks read it.
+WORKER_METRICS_PORTS = {"publisher": 9101, "sync": 9102, "ml": 9103, "ticker": 9104}
+
 
 class ServiceSettings(BaseSettings):
     """What every AdFlux process reads: broker, database, topic namespace, logging."""

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from shared.settings import ServiceSettings
+from shared.settings import WORKER_METRICS_PORTS, ServiceSettings
 
 DEFAULT_API_TOKEN = "dev-token"
 WORKER_HEALTH_URLS = {
-    service: f"http://127.0.0.1:{port}/readyz"
-    for service, port in (("publisher", 9101), ("sync", 9102), ("ml", 9103), ("ticker", 9104))
+    service: f"http://127.0.0.1:{port}/readyz" for service, port in WORKER_METRICS_PORTS.items()
 }
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.settings import ServiceSettings
+from shared.settings import WORKER_METRICS_PORTS, ServiceSettings
 
 
 class MlSettings(ServiceSettings):
-    metrics_port: int = 9103
+    metrics_port: int = WORKER_METRICS_PORTS["ml"]
     # KMeans seed: the same candidates give the same model.
     ml_random_state: int = 42
     # Upper bound of k when the number of segments is chosen by silhouette.

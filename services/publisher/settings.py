@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.settings import PlatformSettings
+from shared.settings import WORKER_METRICS_PORTS, PlatformSettings
 
 
 class PublisherSettings(PlatformSettings):
-    metrics_port: int = 9101
+    metrics_port: int = WORKER_METRICS_PORTS["publisher"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from shared.settings import ServiceSettings
+from shared.settings import WORKER_METRICS_PORTS, ServiceSettings
 
 
 class TickerSettings(ServiceSettings):
-    metrics_port: int = 9104
+    metrics_port: int = WORKER_METRICS_PORTS["ticker"]
     # Seconds between ticks: how late an on-time slot fires at most (plus the database).
     ticker_interval: float = 1.0
     # A slot fired within this many seconds after its time is on time, not a misfire. It
