@@ -26,6 +26,7 @@ from infra.waiting import wait_for
 from shared.events import TaskState
 from shared.topics import TOPICS, TopicNames, parse_tiers
 from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS, Sandbox
+from tests.support.campaigns import create_campaign, create_job, publish
 from tests.support.postgres_cluster import PostgresCluster, private_cluster, unavailable_reason
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -40,13 +41,6 @@ SYNC_TASKS: tuple[tuple[str, dict[str, str]], ...] = (
 )
 # What the runtime logs when a record leaves its lane for a delay tier (shared/runtime).
 DEFERRED = "deferring a record of"
-JOB = {
-    "title": "Warehouse operator",
-    "company": "Logistica SA",
-    "location": "Zaragoza",
-    "url": "https://jobs.example.org/warehouse",
-    "description": "Shifts, forklift licence.",
-}
 
 
 @dataclass
@@ -257,25 +251,15 @@ def test_chaos_every_task_succeeds_exactly_once(
             chaos[int(PUBLISHES * 0.68)] = restart_database
 
         started = time.monotonic()
-        job_id = api.post("/jobs", json=JOB).json()["id"]
+        job_id = create_job(api)
         publishes: list[str] = []
         syncs: list[str] = []
         for i in range(PUBLISHES):
             platform = "meta" if i % 2 == 0 else "google"
-            campaign = api.post(
-                "/campaigns",
-                json={
-                    "name": f"Chaos {i}",
-                    "platform": platform,
-                    "job_id": job_id,
-                    "daily_budget": "10.00",
-                    "currency": "EUR",
-                },
+            campaign_id = create_campaign(
+                api, platform, name=f"Chaos {i}", job_id=job_id, daily_budget="10.00"
             )
-            assert campaign.status_code == 201, campaign.text
-            response = api.post(f"/campaigns/{campaign.json()['id']}/publish", json=RETRIES)
-            assert response.status_code == 202, response.text
-            publishes.append(response.json()["task_id"])
+            publishes.append(publish(api, campaign_id, **RETRIES))
             if i % 20 == 10:
                 name, kwargs = SYNC_TASKS[len(syncs) % len(SYNC_TASKS)]
                 response = api.post("/tasks", json={"name": name, "kwargs": kwargs, **RETRIES})

@@ -20,18 +20,12 @@ from infra.processes import ServiceProcess
 from infra.waiting import wait_for
 from shared.topics import TopicNames, delete_topics, parse_tiers, provision_topics
 from tests.conftest import TEST_MAX_PARTITIONS, TEST_TIERS, Sandbox
+from tests.support.campaigns import create_campaign, create_job, publish
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(900)]
 
 PUBLISHES = 200
 KILLED_AT = PUBLISHES // 2
-JOB = {
-    "title": "Warehouse operator",
-    "company": "Logistica SA",
-    "location": "Zaragoza",
-    "url": "https://jobs.example.org/warehouse",
-    "description": "Shifts, forklift licence.",
-}
 
 
 def free_port_run(count: int) -> int:
@@ -112,23 +106,13 @@ def test_a_broker_killed_during_200_publishes_loses_nothing(
     try:
         gateway.wait_http_ok(f"http://127.0.0.1:{port}/readyz")
         started = time.monotonic()
-        job_id = api.post("/jobs", json=JOB).json()["id"]
+        job_id = create_job(api)
         for i in range(PUBLISHES):
             platform = "meta" if i % 2 == 0 else "google"
-            campaign = api.post(
-                "/campaigns",
-                json={
-                    "name": f"Cluster {i}",
-                    "platform": platform,
-                    "job_id": job_id,
-                    "daily_budget": "10.00",
-                    "currency": "EUR",
-                },
-            ).json()
-            response = api.post(
-                f"/campaigns/{campaign['id']}/publish", json={"max_retries": 15, "retry_delay": 0.5}
+            campaign_id = create_campaign(
+                api, platform, name=f"Cluster {i}", job_id=job_id, daily_budget="10.00"
             )
-            assert response.status_code == 202, response.text
+            publish(api, campaign_id, max_retries=15, retry_delay=0.5)
             if i == KILLED_AT:
                 kafka_broker.stop(brokers[0], sig=9)  # the first node: a voter and a leader
 

@@ -27,17 +27,11 @@ from infra.ports import free_port
 from infra.processes import ServiceProcess
 from infra.waiting import wait_for
 from tests.conftest import Sandbox
+from tests.support.campaigns import publish_new
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TOKEN = "test-token"
-JOB = {
-    "title": "Registered nurse",
-    "description": "Night shifts in the ICU of a public hospital.",
-    "company": "Hospital Central",
-    "location": "Madrid",
-    "url": "https://jobs.example.org/nurse-1",
-}
 VIEWS = ("overview", "workers", "queues", "tasks", "dead", "schedules", "campaigns")
 
 
@@ -86,24 +80,6 @@ def browser() -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
-
-
-def publish(client: httpx.Client, platform: str) -> tuple[str, str]:
-    """A new campaign published: its id and the publish's task id."""
-    job_id = client.post("/jobs", json=JOB).json()["id"]
-    campaign = client.post(
-        "/campaigns",
-        json={
-            "name": f"Console {platform}",
-            "platform": platform,
-            "job_id": job_id,
-            "daily_budget": "25.50",
-            "currency": "EUR",
-        },
-    ).json()
-    response = client.post(f"/campaigns/{campaign['id']}/publish")
-    assert response.status_code == 202, response.text
-    return str(campaign["id"]), str(response.json()["task_id"])
 
 
 Find = Callable[[WebDriver], WebElement | None]
@@ -176,7 +152,7 @@ def test_an_operator_watches_and_steers_the_system_from_the_console(
     url, client = console
     # A dead letter to replay: a Meta publish failing permanently.
     sandbox.fault(platform="meta", operation="create_adset", kind="permanent", rate=1.0)
-    _, failing = publish(client, "meta")
+    _, failing = publish_new(client, "meta")
     wait_for(
         lambda: client.get(f"/tasks/{failing}").json()["state"] == "FAILURE", 60, 0.3, "FAILURE"
     )
@@ -193,7 +169,7 @@ def test_an_operator_watches_and_steers_the_system_from_the_console(
     until(browser, xpath("//span[@id='status' and text()='live']"), "the live stream")
 
     # A publish reaches SUCCESS live, on the overview.
-    _, task_id = publish(client, "google")
+    _, task_id = publish_new(client, "google")
     until(browser, xpath(row_of("tasks", task_id) + "/td[text()='SUCCESS']"), "SUCCESS live")
     until(browser, xpath("//div[@id='graph-tasks']//*[name()='polyline']"), "the task graph")
     shoot(browser, "overview", tmp_path)

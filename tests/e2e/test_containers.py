@@ -22,6 +22,7 @@ from infra.images import build
 from infra.images.compose import Stack
 from infra.ports import free_port
 from infra.waiting import wait_for
+from tests.support.campaigns import publish_new
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -30,13 +31,6 @@ EXTERNAL_STEPS = {
     "meta": {"campaign", "adset", "creative", "ad"},
     "google": {"budget", "campaign", "ad_group", "ad"},
 }
-JOB = {
-    "title": "Registered nurse",
-    "description": "Night shifts in the ICU of a public hospital.",
-    "company": "Hospital Central",
-    "location": "Madrid",
-    "url": "https://jobs.example.org/nurse-1",
-}
 
 
 def engine() -> build.Engine:
@@ -44,26 +38,6 @@ def engine() -> build.Engine:
         return build.detect_engine()
     except SystemExit as missing:
         pytest.fail(f"the container e2e needs podman or docker: {missing}")
-
-
-def publish(client: httpx.Client, platform: str) -> tuple[str, str]:
-    job_id = client.post("/jobs", json=JOB).json()["id"]
-    created = client.post(
-        "/campaigns",
-        json={
-            "name": f"Nurses Madrid ({platform})",
-            "platform": platform,
-            "job_id": job_id,
-            "daily_budget": "25.50",
-            "currency": "EUR",
-            "targeting": {"age_min": 21, "countries": ["ES"]},
-        },
-    )
-    assert created.status_code == 201, created.text
-    campaign_id = str(created.json()["id"])
-    published = client.post(f"/campaigns/{campaign_id}/publish")
-    assert published.status_code == 202, published.text
-    return campaign_id, str(published.json()["task_id"])
 
 
 def finished(client: httpx.Client, task_id: str) -> dict[str, Any] | None:
@@ -112,7 +86,7 @@ def test_compose_stack_publishes_is_scraped_and_leaves_nothing_behind() -> None:
             timeout=30,
         ) as client:
             assert client.get("/tasks", headers={"Authorization": "Bearer wrong"}).is_client_error
-            published = {platform: publish(client, platform) for platform in EXTERNAL_STEPS}
+            published = {platform: publish_new(client, platform) for platform in EXTERNAL_STEPS}
             for platform, (campaign_id, task_id) in published.items():
                 task = wait_for(
                     partial(finished, client, task_id), 120, 0.5, f"{platform} task to finish"

@@ -19,18 +19,12 @@ from infra.processes import ServiceProcess
 from infra.prometheus.observe import LocalPrometheus
 from infra.waiting import wait_for
 from tests.conftest import Sandbox
+from tests.support.campaigns import publish_new
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "infra" / "grafana" / "dashboards" / "adflux.json"
-JOB = {
-    "title": "Registered nurse",
-    "description": "Night shifts in the ICU of a public hospital.",
-    "company": "Hospital Central",
-    "location": "Madrid",
-    "url": "https://jobs.example.org/nurse-1",
-}
 
 
 def panels() -> list[tuple[str, str]]:
@@ -74,23 +68,6 @@ def query(server: LocalPrometheus, expr: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
-def publish(client: httpx.Client, platform: str, **options: Any) -> str:
-    job_id = client.post("/jobs", json=JOB).json()["id"]
-    campaign = client.post(
-        "/campaigns",
-        json={
-            "name": f"Dashboard {platform}",
-            "platform": platform,
-            "job_id": job_id,
-            "daily_budget": "25.50",
-            "currency": "EUR",
-        },
-    ).json()
-    response = client.post(f"/campaigns/{campaign['id']}/publish", json=options or None)
-    assert response.status_code == 202, response.text
-    return str(response.json()["task_id"])
-
-
 def test_every_dashboard_panel_returns_series_from_the_observe_prometheus(
     services: dict[str, int], sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -106,7 +83,10 @@ def test_every_dashboard_panel_returns_series_from_the_observe_prometheus(
             sandbox.fault(
                 platform="google", operation="mutate_ad_groups", kind="transient", count=2, rate=1.0
             )
-            tasks = [publish(client, "meta"), publish(client, "google", retry_delay=0.5)]
+            tasks = [
+                publish_new(client, "meta")[1],
+                publish_new(client, "google", retry_delay=0.5)[1],
+            ]
 
             def finished() -> bool:
                 states = [client.get(f"/tasks/{t}").json()["state"] for t in tasks]

@@ -11,39 +11,12 @@ import pytest
 from infra.processes import ServiceProcess
 from infra.waiting import wait_for
 from tests.conftest import Gateway, Sandbox
+from tests.support.campaigns import create_campaign, publish
 
 pytestmark = pytest.mark.e2e
 
-JOB = {
-    "title": "Registered nurse",
-    "description": "Night shifts in the ICU of a public hospital.",
-    "company": "Hospital Central",
-    "location": "Madrid",
-    "url": "https://jobs.example.org/nurse-1",
-}
 
-
-def create_campaign(gateway: Gateway, platform: str, name: str = "Nurses Madrid") -> str:
-    job_id = gateway.client.post("/jobs", json=JOB).json()["id"]
-    response = gateway.client.post(
-        "/campaigns",
-        json={
-            "name": name,
-            "platform": platform,
-            "job_id": job_id,
-            "daily_budget": "25.50",
-            "currency": "EUR",
-            "targeting": {"age_min": 21, "countries": ["ES"]},
-        },
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def publish(gateway: Gateway, campaign_id: str, **options: Any) -> str:
-    response = gateway.client.post(f"/campaigns/{campaign_id}/publish", json=options or None)
-    assert response.status_code == 202, response.text
-    return str(response.json()["task_id"])
+TARGETING = {"age_min": 21, "countries": ["ES"]}
 
 
 def final_task(gateway: Gateway, task_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -68,9 +41,9 @@ def test_publish_ends_success_with_one_campaign_tree_on_the_platform(
     platform: str,
     tree: dict[str, int],
 ) -> None:
-    campaign_id = create_campaign(gateway, platform)
+    campaign_id = create_campaign(gateway.client, platform, targeting=TARGETING)
     started = time.monotonic()
-    task = final_task(gateway, publish(gateway, campaign_id))
+    task = final_task(gateway, publish(gateway.client, campaign_id))
     elapsed = time.monotonic() - started
     assert task["state"] == "SUCCESS", task
     states = [h["state"] for h in task["history"]]
@@ -99,8 +72,8 @@ def test_permanent_platform_error_fails_the_task_with_the_platform_message_and_r
     gateway: Gateway, sandbox: Sandbox, publisher: ServiceProcess
 ) -> None:
     sandbox.fault(platform="meta", operation="create_adset", kind="permanent", rate=1.0)
-    campaign_id = create_campaign(gateway, "meta")
-    task_id = publish(gateway, campaign_id)
+    campaign_id = create_campaign(gateway.client, "meta", targeting=TARGETING)
+    task_id = publish(gateway.client, campaign_id)
     task = final_task(gateway, task_id)
     assert task["state"] == "FAILURE"
     assert task["error"]["transient"] is False and task["error"]["message"]
@@ -135,8 +108,8 @@ def test_transient_errors_are_retried_through_the_tiers_until_success(
     sandbox.fault(
         platform="google", operation="mutate_ad_groups", kind="transient", rate=1.0, count=2
     )
-    campaign_id = create_campaign(gateway, "google")
-    task = final_task(gateway, publish(gateway, campaign_id, retry_delay=0.5))
+    campaign_id = create_campaign(gateway.client, "google", targeting=TARGETING)
+    task = final_task(gateway, publish(gateway.client, campaign_id, retry_delay=0.5))
     assert task["state"] == "SUCCESS"
     retries = [h for h in task["history"] if h["state"] == "RETRY"]
     assert len(retries) == 2 and task["attempts"] == 3
@@ -156,8 +129,8 @@ def test_publisher_killed_between_steps_resumes_without_duplicates(
     sandbox.fault(
         platform="meta", operation="create_adset", kind="latency", latency_ms=4000, count=1
     )
-    campaign_id = create_campaign(gateway, "meta")
-    task_id = publish(gateway, campaign_id)
+    campaign_id = create_campaign(gateway.client, "meta", targeting=TARGETING)
+    task_id = publish(gateway.client, campaign_id)
     wait_for(lambda: sandbox.stats()["meta"]["campaigns"] == 1, 30, 0.05, "campaign created")
     requests = sandbox.stats()["requests"]
     wait_for(lambda: sandbox.stats()["requests"] > requests, 10, 0.05, "the ad set call to start")

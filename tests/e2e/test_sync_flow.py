@@ -11,7 +11,8 @@ import pytest
 from infra.processes import ServiceProcess
 from infra.waiting import wait_for
 from tests.conftest import Gateway, Sandbox
-from tests.e2e.test_publish_round_trip import create_campaign, final_task, publish
+from tests.e2e.test_publish_round_trip import final_task
+from tests.support.campaigns import create_campaign, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +26,8 @@ def run_task(gateway: Gateway, name: str, **kwargs: Any) -> dict[str, Any]:
 def test_sync_brings_platform_status_and_metrics_into_the_read_model(
     gateway: Gateway, sandbox: Sandbox, publisher: ServiceProcess, sync_worker: ServiceProcess
 ) -> None:
-    campaign_id = create_campaign(gateway, "meta")
-    assert final_task(gateway, publish(gateway, campaign_id))["state"] == "SUCCESS"
+    campaign_id = create_campaign(gateway.client, "meta")
+    assert final_task(gateway, publish(gateway.client, campaign_id))["state"] == "SUCCESS"
     external_id = gateway.client.get(f"/campaigns/{campaign_id}").json()["external_ids"]["campaign"]
 
     # The sync service learns the campaign from campaign.published; wait until a sync sees it.

@@ -25,6 +25,7 @@ from services.gateway.settings import GatewaySettings
 from shared.settings import PlatformSettings
 from shared.topics import TopicNames
 from tests.conftest import Sandbox
+from tests.support.campaigns import publish_new
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +33,6 @@ RUN = uuid.uuid4().hex[:8]
 # Setting it switches Google auth to an OAuth refresh against Google's token endpoint, which
 # no test may call; its sentinel is still checked in every place below.
 NOT_SET = {"google_ads_refresh_token"}
-JOB = {
-    "title": "Registered nurse",
-    "company": "Hospital Central",
-    "location": "Madrid",
-    "url": "https://jobs.example.org/nurse-1",
-}
 
 
 def secret_settings() -> list[str]:
@@ -92,24 +87,6 @@ def final_task(client: httpx.Client, task_id: str, timeout: float = 90) -> dict[
         return task if task["state"] in ("SUCCESS", "FAILURE") else None
 
     return wait_for(done, timeout, 0.2, f"task {task_id} to finish")
-
-
-def publish(client: httpx.Client, platform: str, **options: Any) -> str:
-    job_id = client.post("/jobs", json=JOB).json()["id"]
-    campaign = client.post(
-        "/campaigns",
-        json={
-            "name": f"Nurses {platform}",
-            "platform": platform,
-            "job_id": job_id,
-            "daily_budget": "25.50",
-            "currency": "EUR",
-        },
-    )
-    assert campaign.status_code == 201, campaign.text
-    response = client.post(f"/campaigns/{campaign.json()['id']}/publish", json=options or None)
-    assert response.status_code == 202, response.text
-    return str(response.json()["task_id"])
 
 
 def text_of(value: str | bytes | None) -> str:
@@ -191,7 +168,7 @@ def test_no_sentinel_secret_leaves_any_process(
             base_url=f"{url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         # The Graph API unreachable: the SDK's URL carries access_token and appsecret_proof.
-        task = final_task(client, publish(client, "meta", max_retries=1, retry_delay=1))
+        task = final_task(client, publish_new(client, "meta", max_retries=1, retry_delay=1)[1])
         assert task["state"] == "FAILURE", task
         assert "Graph API unreachable" in task["error"]["message"]
         publisher.stop()
@@ -200,7 +177,7 @@ def test_no_sentinel_secret_leaves_any_process(
         for platform in ("meta", "google"):
             for kind, expected in (("transient", "SUCCESS"), ("permanent", "FAILURE")):
                 sandbox.fault(platform=platform, operation="*", kind=kind, count=1)
-                task = final_task(client, publish(client, platform, retry_delay=1))
+                task = final_task(client, publish_new(client, platform, retry_delay=1)[1])
                 sandbox.clear_faults()
                 outcomes[(platform, kind)] = task["state"]
                 assert task["state"] == expected, (platform, kind, task)
