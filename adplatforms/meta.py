@@ -56,6 +56,10 @@ WHOLE_UNIT_CURRENCIES = frozenset(
 )
 # The aggregate of every lead action; other action types (clicks, engagement) are not conversions.
 LEAD_ACTION = "lead"
+# Rows per page of the account-level campaign listing and insights that sync reads: the
+# largest the Graph API accepts on these edges (docs/platforms.md, "Page sizes"), so 10,000
+# campaigns take two pages of each.
+SYNC_PAGE_LIMIT = 5000
 
 
 def classify(exc: Exception) -> PlatformError:
@@ -263,7 +267,7 @@ class MetaAdsPlatform:
         since = until - timedelta(days=7)
 
         def statuses() -> dict[str, str]:
-            params = {"filtering": filtering, "limit": 500}
+            params = {"filtering": filtering, "limit": SYNC_PAGE_LIMIT}
             return {
                 str(c["id"]): str(c.get("effective_status") or c.get("status"))
                 for c in self._account.get_campaigns(
@@ -278,7 +282,7 @@ class MetaAdsPlatform:
                 "filtering": [{"field": "campaign.id", "operator": "IN", "value": external_ids}]
                 if external_ids
                 else [],
-                "limit": 500,
+                "limit": SYNC_PAGE_LIMIT,
             }
             fields = ["campaign_id", "impressions", "clicks", "spend", "actions"]
             return {

@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 def main() -> None:
     settings = get_settings(SandboxSettings)
     configure_logging("sandbox", settings.log_level, settings.log_json)
-    state = SandboxState(settings.sandbox_seed, Path(settings.data_dir) / "sandbox-ids")
+    state = SandboxState(
+        settings.sandbox_seed,
+        Path(settings.data_dir) / "sandbox-ids",
+        settings.sandbox_google_api_version,
+    )
     faults = FaultInjector.from_env(settings.sandbox_faults, settings.sandbox_seed)
     google = start_google_server(
         state,

@@ -1,13 +1,27 @@
-"""The sandbox's admin endpoints (`/_sandbox/stats`, `/_sandbox/faults`, `/_sandbox/reset`),
-mounted on the Graph API app (docs/architecture.md, processes)."""
+"""The sandbox's admin endpoints (`/_sandbox/stats`, `/_sandbox/faults`, `/_sandbox/reset`,
+`/_sandbox/seed`), mounted on the Graph API app (docs/architecture.md, processes)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.sandbox.faults import FaultInjector, FaultRule
 from services.sandbox.meta import meta_router
-from services.sandbox.state import SandboxState
+from services.sandbox.state import MAX_SEED, SandboxState
+
+
+class SeedRequest(BaseModel):
+    """`POST /_sandbox/seed`: `count` campaigns of one ad account or customer at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Literal["meta", "google"]
+    owner: str = Field(min_length=1, max_length=64, pattern=r"^(act_)?[0-9A-Za-z_-]+$")
+    count: int = Field(ge=1, le=MAX_SEED)
+    paused_every: int = Field(default=0, ge=0)
 
 
 def admin_router(state: SandboxState, faults: FaultInjector) -> APIRouter:
@@ -29,6 +43,17 @@ def admin_router(state: SandboxState, faults: FaultInjector) -> APIRouter:
     @router.delete("/faults", status_code=204)
     def clear_faults() -> None:
         faults.clear()
+
+    @router.get("/throttles")
+    def throttles() -> dict[str, dict[str, object]]:
+        """Each platform's latest quota block (a `throttle` rule) and the calls it got."""
+        return faults.throttles()
+
+    @router.post("/seed", status_code=201)
+    def seed(body: SeedRequest) -> dict[str, list[str]]:
+        """The new campaigns' ids, in order (for the caller to register with AdFlux)."""
+        ids = state.seed_campaigns(body.platform, body.owner, body.count, body.paused_every)
+        return {"external_ids": ids}
 
     @router.post("/reset", status_code=204)
     def reset() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import time
 import uuid
@@ -32,6 +33,9 @@ OBJECTIVES = {
 }
 STATUSES = {"ACTIVE", "PAUSED", "DELETED", "ARCHIVED"}
 DEFAULT_FIELDS = ("id", "name")
+# Page sizes of the listing and insights edges (docs/platforms.md, "Page sizes").
+DEFAULT_PAGE_LIMIT = 25
+MAX_PAGE_LIMIT = 5000
 
 
 class GraphError(Exception):
@@ -70,7 +74,42 @@ def invalid(message: str, subcode: int = 1885183) -> GraphError:
     return GraphError(400, 100, f"(#100) {message}", subcode=subcode)
 
 
+def throttle_error(rule: FaultRule) -> GraphError:
+    """Meta's answer while an ad account is throttled: error 80004 with the usage header (or
+    error 17 with Retry-After), stating the time left of the block."""
+    if rule.signal == "retry_after":
+        return GraphError(
+            400,
+            17,
+            "(#17) User request limit reached",
+            subcode=2446079,
+            transient=True,
+            headers={"Retry-After": str(math.ceil(rule.block_seconds))},
+        )
+    usage = {
+        "0": [
+            {
+                "type": "ads_management",
+                "call_count": 100,
+                "total_cputime": 25,
+                "total_time": 25,
+                "estimated_time_to_regain_access": round(rule.block_seconds / 60, 4),
+            }
+        ]
+    }
+    return GraphError(
+        400,
+        80004,
+        "(#80004) There have been too many calls to this ad-account. Wait a bit and try again.",
+        subcode=2446079,
+        transient=True,
+        headers={"x-business-use-case-usage": json.dumps(usage)},
+    )
+
+
 def fault_error(rule: FaultRule) -> GraphError:
+    if rule.kind == "throttle":
+        return throttle_error(rule)
     if rule.kind == "transient":
         return GraphError(
             500,
@@ -305,10 +344,18 @@ class MetaGraph:
     @staticmethod
     def page(rows: list[dict[str, Any]], params: dict[str, Any], url: str) -> dict[str, Any]:
         try:
-            limit = max(1, min(int(params.get("limit", 25)), 5000))
+            limit = int(params.get("limit", DEFAULT_PAGE_LIMIT))
+        except (TypeError, ValueError) as exc:
+            raise invalid("Param limit must be an integer") from exc
+        if not 1 <= limit <= MAX_PAGE_LIMIT:
+            # The Graph API refuses a page larger than the edge's maximum; it does not clamp.
+            raise invalid(f"Param limit must be a number between 1 and {MAX_PAGE_LIMIT}")
+        try:
             start = int(base64.b64decode(params["after"]).decode()) if params.get("after") else 0
         except ValueError as exc:
-            raise invalid("limit must be an integer and after a cursor from paging") from exc
+            raise invalid("Param after must be a cursor from paging") from exc
+        if start < 0:
+            raise invalid("Param after must be a cursor from paging")
         chunk = rows[start : start + limit]
         after = base64.b64encode(str(start + len(chunk)).encode()).decode()
         paging: dict[str, Any] = {

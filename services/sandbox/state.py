@@ -1,22 +1,27 @@
 """The sandbox's state for both simulated platforms: objects by kind (in memory), ids (never
 reused: the high-water mark is kept in a file, as a platform's ids outlive a restart), request
-counts, and metrics that grow deterministically with an object's age."""
+counts per platform, metrics that grow deterministically with an object's age, and seeding of
+many campaigns at once (for scale tests and benchmarks)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 FIRST_ID = 10_000_000
 ID_BLOCK = 1000  # ids reserved per write of the high-water mark
 
 META_KINDS = ("campaigns", "adsets", "adcreatives", "ads")
 GOOGLE_KINDS = ("campaign_budgets", "campaigns", "ad_groups", "ad_group_ads")
+MAX_SEED = 100_000  # campaigns per seeding call
+SEED_AGE_SECONDS = 3600.0  # seeded campaigns look an hour old: their metrics are not zero
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,13 @@ class SandboxState:
     object) that callers mutate under `lock`; ids come from `next_id()`.
     """
 
-    def __init__(self, seed: int = 0, ids_file: Path | None = None) -> None:
-        """`ids_file` keeps the id high-water mark across restarts (None: ids start afresh)."""
+    def __init__(
+        self, seed: int = 0, ids_file: Path | None = None, google_api_version: str = "v26"
+    ) -> None:
+        """`ids_file` keeps the id high-water mark across restarts (None: ids start afresh);
+        `google_api_version` is the version whose types seeded Google campaigns take."""
         self.seed = seed
+        self.google_api_version = google_api_version
         self.lock = threading.RLock()
         self._meta: dict[str, dict[str, Any]] = {kind: {} for kind in META_KINDS}
         self._google: dict[str, dict[str, Any]] = {kind: {} for kind in GOOGLE_KINDS}
@@ -87,6 +96,7 @@ class SandboxState:
                 "meta": {kind: len(self._meta[kind]) for kind in META_KINDS},
                 "google": {kind: len(self._google[kind]) for kind in GOOGLE_KINDS},
                 "requests": sum(self._requests.values()),
+                "requests_by_platform": dict(self._requests),
             }
 
     def reset(self) -> None:
@@ -95,6 +105,57 @@ class SandboxState:
                 store.clear()
             self._requests = {"meta": 0, "google": 0}
             self.created_at.clear()
+
+    def seed_campaigns(
+        self,
+        platform: Literal["meta", "google"],
+        owner: str,
+        count: int,
+        paused_every: int = 0,
+    ) -> list[str]:
+        """Create `count` campaigns of ad account (Meta, `act_` optional) or customer (Google)
+        `owner` at once, every `paused_every`-th paused (0: none); their ids, in order. Only
+        the campaign level is made: sync reads nothing below it."""
+        if not 0 < count <= MAX_SEED:
+            raise ValueError(f"count must be between 1 and {MAX_SEED}")
+        if paused_every < 0:
+            raise ValueError("paused_every must be 0 or more")
+        born = time.monotonic() - SEED_AGE_SECONDS
+        stamp = datetime.now(UTC).isoformat()
+        ids: list[str] = []
+        with self.lock:
+            if platform == "google":
+                module = f"google.ads.googleads.{self.google_api_version}.resources.types.campaign"
+                campaign_type = importlib.import_module(module).Campaign
+            for index in range(count):
+                number = self.next_id()
+                paused = paused_every > 0 and index % paused_every == paused_every - 1
+                if platform == "meta":
+                    key = str(number)
+                    status = "PAUSED" if paused else "ACTIVE"
+                    self._meta["campaigns"][key] = {
+                        "id": key,
+                        "account_id": owner.removeprefix("act_"),
+                        "name": f"Seeded campaign {index} [adflux:seed-{key}]",
+                        "objective": "OUTCOME_LEADS",
+                        "special_ad_categories": ["EMPLOYMENT"],
+                        "special_ad_category_country": [],
+                        "status": status,
+                        "effective_status": status,
+                        "created_time": stamp,
+                        "updated_time": stamp,
+                    }
+                else:
+                    key = f"customers/{owner}/campaigns/{number}"
+                    self._google["campaigns"][key] = campaign_type(
+                        resource_name=key,
+                        id=number,
+                        name=f"Seeded campaign {index} (adflux:seed-{number})",
+                        status="PAUSED" if paused else "ENABLED",
+                    )
+                self.created_at[key] = born
+                ids.append(str(number))
+        return ids
 
     def age_of(self, object_id: str) -> float:
         """Seconds since the object was created (0 for unknown objects)."""

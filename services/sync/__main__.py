@@ -23,7 +23,7 @@ def compose(
     unless `platforms` is given (tests pass in-memory ones)."""
     sync = CampaignSync(
         platforms if platforms is not None else platform_factories(settings),
-        settings.sync_batch_size,
+        settings.sync_id_filter_max,
     )
     runtime = kit.runtime()
     runtime.register(CampaignPublished, remember_published)

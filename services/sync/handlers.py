@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -68,14 +68,18 @@ class _Tally:
 
 
 class CampaignSync:
-    """Fetches every known campaign of a platform in batches (one platform call per batch of
-    up to `batch_size` ids, never one per campaign) and reports what changed."""
+    """Fetches the status and metrics of every known campaign of a platform in one read —
+    the account's whole campaign list (one `SearchStream` on Google, pages of
+    `SYNC_PAGE_LIMIT` on Meta) or, for up to `id_filter_max` campaigns, just those ids — and
+    reports what changed, writing the sync table in batches of `WRITE_BATCH` rows."""
 
-    def __init__(self, platforms: Mapping[str, PlatformFactory], batch_size: int = 100) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+    WRITE_BATCH = 1000
+
+    def __init__(self, platforms: Mapping[str, PlatformFactory], id_filter_max: int = 100) -> None:
+        if id_filter_max < 0:
+            raise ValueError("id_filter_max must be 0 or more")
         self.platforms = platforms
-        self.batch_size = batch_size
+        self.id_filter_max = id_filter_max
 
     def sync(
         self, envelope: Envelope, command: SyncRequested, ctx: HandlerContext
@@ -103,13 +107,18 @@ class CampaignSync:
             if platform not in self.platforms:
                 raise PermanentError(f"platform {platform!r} is not configured")
         tally = _Tally()
-        work: list[tuple[Platform, list[KnownCampaign]]] = []
+        work: list[tuple[Platform, list[_Known]]] = []
         for platform in platforms:
-            rows = session.scalars(
-                sa.select(KnownCampaign)
-                .where(KnownCampaign.platform == platform)
-                .order_by(KnownCampaign.campaign_id)
-            ).all()
+            rows = [
+                _Known(*row)
+                for row in session.execute(
+                    sa.select(
+                        KnownCampaign.campaign_id, KnownCampaign.external_id, KnownCampaign.status
+                    )
+                    .where(KnownCampaign.platform == platform)
+                    .order_by(KnownCampaign.campaign_id)
+                )
+            ]
             syncable = [r for r in rows if r.external_id]
             tally.total += len(rows)
             tally.skipped += len(rows) - len(syncable)
@@ -121,27 +130,40 @@ class CampaignSync:
         for platform, rows in work:
             if not rows:
                 continue  # the adapter is not even built: a Meta-only install never loads Google
+            ctx.check_cancelled()
             adapter = self.platforms[platform]()
-            for start in range(0, len(rows), self.batch_size):
+            ids = [r.external_id or "" for r in rows]
+            wanted = ids if len(ids) <= self.id_filter_max else None  # None: the whole account
+            found = {s.external_id: s for s in adapter.fetch_statuses_and_metrics(wanted)}
+            now = datetime.now(UTC)
+            changes: list[dict[str, Any]] = []
+            for row in rows:
+                snapshot = found.get(row.external_id or "")
+                if snapshot is None:
+                    tally.failed += 1  # deleted on the platform, or not visible to us
+                    continue
+                events += _report(envelope, platform, row, snapshot, now, statuses=statuses)
+                changes.append(_change(row, snapshot, now, statuses=statuses))
+                tally.updated += 1
+            for start in range(0, len(changes), self.WRITE_BATCH):
                 ctx.check_cancelled()
-                batch = rows[start : start + self.batch_size]
-                snapshots = adapter.fetch_statuses_and_metrics([r.external_id or "" for r in batch])
-                found = {s.external_id: s for s in snapshots}
-                for row in batch:
-                    snapshot = found.get(row.external_id or "")
-                    if snapshot is None:
-                        tally.failed += 1  # deleted on the platform, or not visible to us
-                        continue
-                    events += _apply(envelope, row, snapshot, statuses=statuses)
-                    tally.updated += 1
-                fetched += len(batch)
-                ctx.progress(
-                    100 * fetched // to_fetch,
-                    {"platform": platform, "done": fetched, "of": to_fetch},
-                )
+                # ORM bulk UPDATE by primary key: one executemany per batch, no row objects.
+                session.execute(sa.update(KnownCampaign), changes[start : start + self.WRITE_BATCH])
+            fetched += len(rows)
+            ctx.progress(
+                100 * fetched // to_fetch,
+                {"platform": platform, "done": fetched, "of": to_fetch},
+            )
         return HandlerOutcome(
             result=tally.result(_message(platforms, tally, statuses)), events=events
         )
+
+
+@dataclass(frozen=True)
+class _Known:
+    campaign_id: str
+    external_id: str | None
+    status: str | None
 
 
 def _message(platforms: Sequence[Platform], tally: _Tally, statuses: bool) -> str:
@@ -155,12 +177,18 @@ def _message(platforms: Sequence[Platform], tally: _Tally, statuses: bool) -> st
     )
 
 
-def _apply(
-    envelope: Envelope, row: KnownCampaign, snapshot: CampaignSnapshot, *, statuses: bool
+def _report(
+    envelope: Envelope,
+    platform: Platform,
+    row: _Known,
+    snapshot: CampaignSnapshot,
+    now: datetime,
+    *,
+    statuses: bool,
 ) -> list[Envelope]:
-    """Update `row` from the platform's snapshot; the events that report the difference."""
+    """The events that report the platform's snapshot: a status change only if there is one,
+    the metrics always."""
     events: list[Envelope] = []
-    platform = cast(Platform, row.platform)
     if statuses and snapshot.status != row.status:
         changed = CampaignStatusChanged(
             campaign_id=row.campaign_id,
@@ -170,8 +198,6 @@ def _apply(
             previous_status=row.status,
         )
         events.append(caused_by(envelope, changed, source=SOURCE, subject=row.campaign_id))
-        row.status = snapshot.status
-    now = datetime.now(UTC)
     metrics = CampaignMetricsUpdated(
         campaign_id=row.campaign_id,
         platform=platform,
@@ -183,7 +209,21 @@ def _apply(
         as_of=now,
     )
     events.append(caused_by(envelope, metrics, source=SOURCE, subject=row.campaign_id))
-    row.impressions, row.clicks = snapshot.impressions, snapshot.clicks
-    row.spend, row.conversions = snapshot.spend, snapshot.conversions
-    row.synced_at = now
     return events
+
+
+def _change(
+    row: _Known, snapshot: CampaignSnapshot, now: datetime, *, statuses: bool
+) -> dict[str, Any]:
+    """The `known_campaigns` row's new values (a bulk UPDATE parameter set)."""
+    change: dict[str, Any] = {
+        "campaign_id": row.campaign_id,
+        "impressions": snapshot.impressions,
+        "clicks": snapshot.clicks,
+        "spend": snapshot.spend,
+        "conversions": snapshot.conversions,
+        "synced_at": now,
+    }
+    if statuses:
+        change["status"] = snapshot.status
+    return change

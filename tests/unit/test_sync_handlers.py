@@ -1,5 +1,6 @@
 """The sync handlers with an in-memory ad platform and a real (SQLite, migrated) database:
-batching, status-change detection, the seed's result counts, and error propagation."""
+one platform read per platform (by id or the whole account), batched writes, status-change
+detection, the seed's result counts, and error propagation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from adplatforms.base import (
@@ -35,7 +37,8 @@ from shared.runtime import HandlerContext, HandlerOutcome
 
 
 class FakePlatform:
-    """An in-memory AdPlatform: answers from `snapshots`, records every fetch call."""
+    """An in-memory AdPlatform: answers from `snapshots`, records every fetch call (None:
+    the whole account was asked for)."""
 
     steps: tuple[str, ...] = ("campaign",)
 
@@ -46,7 +49,7 @@ class FakePlatform:
     ) -> None:
         self.name = name
         self.snapshots = dict(snapshots or {})
-        self.calls: list[list[str]] = []
+        self.calls: list[list[str] | None] = []
         self.fail_on_call: int | None = None  # which call (1-based) raises `error`
         self.error: Exception = TransientPlatformError("rate limited", http_status=429)
 
@@ -56,10 +59,12 @@ class FakePlatform:
     def fetch_statuses_and_metrics(
         self, external_ids: list[str] | None = None
     ) -> list[CampaignSnapshot]:
-        self.calls.append(list(external_ids or []))
+        self.calls.append(None if external_ids is None else list(external_ids))
         if self.fail_on_call == len(self.calls):
             raise self.error
-        return [self.snapshots[i] for i in external_ids or [] if i in self.snapshots]
+        if external_ids is None:
+            return list(self.snapshots.values())
+        return [self.snapshots[i] for i in external_ids if i in self.snapshots]
 
     def set_campaign_status(self, external_id: str, status: Literal["active", "paused"]) -> None:
         raise NotImplementedError
@@ -131,11 +136,12 @@ def of_type(events: list[Envelope], event_type: str) -> list[Any]:
     return [e.payload() for e in events if e.type == event_type]
 
 
-def test_sync_reports_changes_in_batches_with_the_seed_counts(db: Database) -> None:
+def test_sync_reports_changes_with_the_seed_counts(db: Database) -> None:
     for i in range(5):
         publish(db, f"c{i}", f"x{i}" if i != 4 else None)  # c4 never got an external id
     platform = FakePlatform({f"x{i}": snapshot(f"x{i}") for i in range(3)})  # x3 vanished
-    sync = CampaignSync({"meta": factory(platform)}, batch_size=2)
+    platform.snapshots["other"] = snapshot("other")  # on the account, unknown to AdFlux
+    sync = CampaignSync({"meta": factory(platform)}, id_filter_max=2)
 
     outcome, ctx = run_sync(db, sync)
 
@@ -146,8 +152,8 @@ def test_sync_reports_changes_in_batches_with_the_seed_counts(db: Database) -> N
         "skipped": 1,
         "message": "sync of meta done: 3 updated, 1 failed, 1 skipped",
     }
-    assert platform.calls == [["x0", "x1"], ["x2", "x3"]]
-    assert [percent for percent, _ in ctx.progress_seen] == [50, 100]
+    assert platform.calls == [None]  # 4 ids > 2: the whole account, in one read
+    assert [percent for percent, _ in ctx.progress_seen] == [100]
     assert ctx.progress_seen[-1][1] == {"platform": "meta", "done": 4, "of": 4}
     changed: list[CampaignStatusChanged] = of_type(outcome.events, "campaign.status_changed")
     assert [(c.campaign_id, c.previous_status, c.status) for c in changed] == [
@@ -182,18 +188,36 @@ def test_only_a_changed_normalised_status_is_reported_with_its_previous_status(
         assert row.spend == Decimal("0.50") and row.synced_at is not None
 
 
-def test_sync_asks_for_up_to_100_ids_per_call_and_chunks_beyond(db: Database) -> None:
-    for i in range(250):
-        publish(db, f"c{i:03}", f"x{i:03}")
-    platform = FakePlatform({f"x{i:03}": snapshot(f"x{i:03}") for i in range(250)})
+def test_beyond_the_id_filter_one_account_read_and_batched_writes_serve_every_campaign(
+    db: Database,
+) -> None:
+    for i in range(2500):
+        publish(db, f"c{i:04}", f"x{i:04}")
+    platform = FakePlatform({f"x{i:04}": snapshot(f"x{i:04}") for i in range(2500)})
     sync = CampaignSync({"meta": factory(platform)})
+    statements: list[tuple[str, int]] = []
 
-    outcome, ctx = run_sync(db, sync)
+    def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.lstrip().upper().startswith("UPDATE"):
+            statements.append((sql, len(params) if many else 1))
 
-    assert [len(call) for call in platform.calls] == [100, 100, 50]
-    assert sorted(i for call in platform.calls for i in call) == [f"x{i:03}" for i in range(250)]
-    assert outcome.result is not None and outcome.result["updated"] == 250
-    assert [percent for percent, _ in ctx.progress_seen] == [40, 80, 100]
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        outcome, ctx = run_sync(db, sync)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+
+    assert platform.calls == [None]
+    assert outcome.result is not None and outcome.result["updated"] == 2500
+    # 2,500 rows in three executemany batches of at most 1,000, never one statement per row.
+    assert [count for _, count in statements] == [1000, 1000, 500]
+    assert all("known_campaigns" in sql for sql, _ in statements)
+    assert [percent for percent, _ in ctx.progress_seen] == [100]
+    with db.session() as session:
+        synced = session.scalar(
+            sa.select(sa.func.count()).where(KnownCampaign.synced_at.is_not(None))
+        )
+        assert synced == 2500
 
 
 def test_one_call_serves_every_campaign_of_a_platform(db: Database) -> None:
@@ -203,7 +227,8 @@ def test_one_call_serves_every_campaign_of_a_platform(db: Database) -> None:
 
     run_sync(db, CampaignSync({"meta": factory(platform)}))
 
-    assert len(platform.calls) == 1 and len(platform.calls[0]) == 100
+    [call] = platform.calls
+    assert call is not None and len(call) == 100  # within the id filter's 100: asked by id
 
 
 def test_events_are_keyed_by_campaign_and_carry_the_task(db: Database) -> None:
@@ -222,8 +247,8 @@ def test_a_platform_error_propagates_and_leaves_the_table_unchanged(db: Database
     for i in range(3):
         publish(db, f"c{i}", f"x{i}")
     platform = FakePlatform({f"x{i}": snapshot(f"x{i}") for i in range(3)})
-    platform.fail_on_call = 2
-    sync = CampaignSync({"meta": factory(platform)}, batch_size=2)
+    platform.fail_on_call = 1
+    sync = CampaignSync({"meta": factory(platform)})
 
     with pytest.raises(TransientPlatformError):
         run_sync(db, sync)
