@@ -12,7 +12,13 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import publish_round_trip, publisher_throughput, retry_accuracy, side_by_side
+from bench import (
+    publish_round_trip,
+    publisher_throughput,
+    retry_accuracy,
+    side_by_side,
+    sync_scale,
+)
 from bench.report import Section
 
 Benchmark = Callable[[str, str], Section]
@@ -21,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "publisher_throughput": publisher_throughput.run,
     "publish_round_trip": publish_round_trip.run,
     "retry_accuracy": retry_accuracy.run,
+    "sync_scale": sync_scale.run,
 }
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ with the event's tracking row (a redelivered event is not applied twice).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -133,10 +133,16 @@ def _applies(task: Task, status: TaskStatus) -> bool:
 
 
 class CampaignProjection:
-    """Domain events -> the `campaigns` row (status, external ids, metrics)."""
+    """Domain events -> the `campaigns` row (status, external ids, metrics).
+
+    Status changes and metrics, which sync emits for every campaign at once, are buffered per
+    transaction (`CampaignWrites`) and written in bulk just before it commits; group commit
+    hands a whole poll batch of them to one transaction."""
 
     def published(self, envelope: Envelope, event: CampaignPublished, ctx: HandlerContext) -> None:
-        campaign = _session(ctx).get(Campaign, event.campaign_id)
+        session = _session(ctx)
+        CampaignWrites.apply_pending(session)  # buffered earlier events land first
+        campaign = session.get(Campaign, event.campaign_id)
         if campaign is not None:
             campaign.status = "active"
             campaign.external_ids = dict(event.external_ids)
@@ -146,7 +152,9 @@ class CampaignProjection:
     def publish_failed(
         self, envelope: Envelope, event: CampaignPublishFailed, ctx: HandlerContext
     ) -> None:
-        campaign = _session(ctx).get(Campaign, event.campaign_id)
+        session = _session(ctx)
+        CampaignWrites.apply_pending(session)
+        campaign = session.get(Campaign, event.campaign_id)
         if campaign is not None and campaign.status == "publishing":
             campaign.status = "failed"
             campaign.last_error = event.error.model_dump(mode="json")
@@ -155,30 +163,103 @@ class CampaignProjection:
     def status_changed(
         self, envelope: Envelope, event: CampaignStatusChanged, ctx: HandlerContext
     ) -> None:
-        campaign = _find(_session(ctx), event.campaign_id, event.platform, event.external_id)
-        if campaign is not None and campaign.status not in ("draft", "publishing"):
-            campaign.status = event.status
-            campaign.updated_at = datetime.now(UTC)
+        session = _session(ctx)
+        campaign_id = _campaign_id(session, event.campaign_id, event.platform, event.external_id)
+        if campaign_id is not None:
+            CampaignWrites.of(session).statuses[campaign_id] = event.status
 
     def metrics_updated(
         self, envelope: Envelope, event: CampaignMetricsUpdated, ctx: HandlerContext
     ) -> None:
-        campaign = _find(_session(ctx), event.campaign_id, event.platform, event.external_id)
-        if campaign is not None:
-            campaign.metrics = event.model_dump(
+        session = _session(ctx)
+        campaign_id = _campaign_id(session, event.campaign_id, event.platform, event.external_id)
+        if campaign_id is not None:
+            CampaignWrites.of(session).metrics[campaign_id] = event.model_dump(
                 mode="json", include={"impressions", "clicks", "spend", "conversions", "as_of"}
             )
-            campaign.updated_at = datetime.now(UTC)
 
 
-def _find(
+_CAMPAIGNS = cast(sa.Table, Campaign.__table__)
+# One statement each, run with every buffered row's parameters (executemany). A status
+# change leaves a draft or a campaign being published alone, as the publish flow owns those.
+_SET_STATUS = (
+    sa.update(_CAMPAIGNS)
+    .where(
+        _CAMPAIGNS.c.id == sa.bindparam("row_id"),
+        # Two comparisons, not NOT IN: an expanding IN cannot run as an executemany.
+        _CAMPAIGNS.c.status != "draft",
+        _CAMPAIGNS.c.status != "publishing",
+    )
+    .values(status=sa.bindparam("new_status"), updated_at=sa.bindparam("at"))
+)
+_SET_METRICS = (
+    sa.update(_CAMPAIGNS)
+    .where(_CAMPAIGNS.c.id == sa.bindparam("row_id"))
+    .values(metrics=sa.bindparam("new_metrics"), updated_at=sa.bindparam("at"))
+)
+
+
+class CampaignWrites:
+    """The campaign status and metrics writes of one transaction, by campaign (the last event
+    wins), applied in two bulk statements before the session commits (or earlier, through
+    `apply_pending`, when a row-by-row projection is about to touch campaigns)."""
+
+    _KEY = "adflux.campaign_writes"
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, str] = {}
+        self.metrics: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def of(cls, session: Session) -> CampaignWrites:
+        writes: CampaignWrites | None = session.info.get(cls._KEY)
+        if writes is None:
+            writes = session.info[cls._KEY] = cls()
+            if not session.info.get(f"{cls._KEY}.hooked"):
+                session.info[f"{cls._KEY}.hooked"] = True
+                sa.event.listen(session, "before_commit", cls.apply_pending)
+                sa.event.listen(session, "after_rollback", cls._discard)
+        return writes
+
+    @classmethod
+    def apply_pending(cls, session: Session) -> None:
+        writes: CampaignWrites | None = session.info.pop(cls._KEY, None)
+        if writes is None:
+            return
+        session.flush()  # rows changed one by one earlier in the transaction come first
+        now = datetime.now(UTC)
+        if writes.statuses:
+            session.execute(
+                _SET_STATUS,
+                [
+                    {"row_id": campaign_id, "new_status": status, "at": now}
+                    for campaign_id, status in writes.statuses.items()
+                ],
+            )
+        if writes.metrics:
+            session.execute(
+                _SET_METRICS,
+                [
+                    {"row_id": campaign_id, "new_metrics": metrics, "at": now}
+                    for campaign_id, metrics in writes.metrics.items()
+                ],
+            )
+
+    @classmethod
+    def _discard(cls, session: Session) -> None:
+        session.info.pop(cls._KEY, None)
+
+
+def _campaign_id(
     session: Session, campaign_id: str | None, platform: str, external_id: str
-) -> Campaign | None:
+) -> str | None:
+    """The campaign an event is about: its id when it carries one (sync's always do), else the
+    campaign whose platform id it names."""
     if campaign_id:
-        return session.get(Campaign, campaign_id)
+        return campaign_id
     for campaign in session.scalars(sa.select(Campaign).where(Campaign.platform == platform)):
         if (campaign.external_ids or {}).get("campaign") == external_id:
-            return campaign
+            return campaign.id
     return None
 
 
