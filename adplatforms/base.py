@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, Protocol
 
 from shared.currencies import MINOR_UNITS
+from shared.retry import Deferred
 
 PlatformName = Literal["meta", "google"]
 
@@ -102,6 +103,16 @@ class PermanentPlatformError(PlatformError):
     """Invalid parameters, expired tokens, policy rejections: retrying cannot help."""
 
     transient = False
+
+
+class PlatformBlocked(TransientPlatformError, Deferred):
+    """A call not made: its platform account is under a quota block (adplatforms/quota.py)
+    for `delay` more seconds. The runtime defers the record that long without using an
+    attempt."""
+
+    def __init__(self, message: str, *, delay: float) -> None:
+        super().__init__(message, retry_after=delay)
+        self.delay = delay
 
 
 class StepJournal(Protocol):

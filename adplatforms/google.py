@@ -28,6 +28,7 @@ from adplatforms.base import (
     TransientPlatformError,
     in_micros,
 )
+from adplatforms.quota import PlatformQuota
 from adplatforms.steps import run_steps
 from shared.redaction import redact
 from shared.settings import PlatformSettings
@@ -57,14 +58,16 @@ class GoogleAdsPlatform:
 
     External ids: the "campaign" step records the numeric campaign id (what sync and status
     changes take); "budget", "ad_group" and "ad" record resource names, which the next
-    step needs as its parent.
+    step needs as its parent. With a `quota`, every call first asks it whether the customer
+    account may be called, and a quota error's retry delay goes to it.
     """
 
     name: PlatformName = "google"
     steps: tuple[str, ...] = ("budget", "campaign", "ad_group", "ad")
 
-    def __init__(self, settings: PlatformSettings) -> None:
+    def __init__(self, settings: PlatformSettings, quota: PlatformQuota | None = None) -> None:
         self._customer_id = settings.google_ads_customer_id
+        self._quota = quota
         self._timeout = settings.google_ads_timeout
         # Built once: each service client owns a channel. Worker threads share them without a
         # lock, as gRPC channels and the generated clients are thread-safe and nothing here
@@ -72,6 +75,8 @@ class GoogleAdsPlatform:
         self._sdk = _Sdk.connect(settings)
 
     def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
+        if self._quota is not None:
+            self._quota.check("google", self._customer_id)
         with self._platform_errors():
             return run_steps(
                 self.steps,
@@ -206,6 +211,8 @@ class GoogleAdsPlatform:
 
     def _call(self, method: Callable[..., Any], **fields: Any) -> Any:
         # The SDK sets neither a deadline nor a retry policy we want: retries are ours.
+        if self._quota is not None:
+            self._quota.admit("google", self._customer_id)
         return method(customer_id=self._customer_id, retry=None, timeout=self._timeout, **fields)
 
     @contextmanager
@@ -218,6 +225,8 @@ class GoogleAdsPlatform:
             translated = _platform_error(error, self._sdk)
             if translated is None:
                 raise
+            if self._quota is not None:
+                self._quota.observe("google", self._customer_id, translated)
             raise translated from error
 
 

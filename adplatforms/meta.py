@@ -8,7 +8,6 @@ is serialised by a lock; the base URL is set on the session instance (docs/platf
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from adplatforms.base import (
     TransientPlatformError,
     in_minor_units,
 )
+from adplatforms.quota import PlatformQuota, meta_wait
 from adplatforms.steps import run_steps
 from shared import metrics
 from shared.redaction import redact
@@ -77,7 +77,7 @@ def classify(exc: Exception) -> PlatformError:
             code=code,
             subcode=exc.api_error_subcode(),
             http_status=status,
-            retry_after=_retry_after(exc.http_headers() or {}) if transient else None,
+            retry_after=meta_wait(exc.http_headers() or {}) if transient else None,
         )
     if isinstance(exc, requests.RequestException):
         # The session puts access_token (and appsecret_proof) in every request URL, and
@@ -86,33 +86,16 @@ def classify(exc: Exception) -> PlatformError:
     raise exc
 
 
-def _retry_after(headers: dict[str, str]) -> float | None:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if lowered.get("retry-after", "").strip().isdigit():
-        return float(lowered["retry-after"])
-    usage = lowered.get("x-business-use-case-usage")
-    if usage:
-        try:
-            minutes = [
-                entry.get("estimated_time_to_regain_access", 0)
-                for entries in json.loads(usage).values()
-                for entry in entries
-            ]
-        except (ValueError, AttributeError):
-            return None
-        if minutes and max(minutes) > 0:
-            return float(max(minutes)) * 60
-    return None
-
-
 class MetaAdsPlatform:
-    """AdPlatform for Meta Ads."""
+    """AdPlatform for Meta Ads. With a `quota`, every call first asks it whether the ad
+    account may be called, and every answer's usage header and throttling error go to it."""
 
     name: PlatformName = "meta"
     steps: tuple[str, ...] = ("campaign", "adset", "creative", "ad")
 
-    def __init__(self, settings: PlatformSettings) -> None:
+    def __init__(self, settings: PlatformSettings, quota: PlatformQuota | None = None) -> None:
         self._settings = settings
+        self._quota = quota
         account_id = settings.meta_ad_account_id
         self._account_id = account_id if account_id.startswith("act_") else f"act_{account_id}"
         self._page_id = settings.meta_page_id
@@ -132,6 +115,9 @@ class MetaAdsPlatform:
                 timeout=settings.meta_timeout,
             )
             session.GRAPH = settings.meta_graph_url.rstrip("/")  # read from the instance by call()
+            if self._quota is not None:
+                # Meta reports usage on successful answers too: the only place to read it.
+                session.requests.hooks["response"].append(self._observe_usage)
             api = FacebookAdsApi(session, api_version=settings.meta_api_version)
             client = (api, AdAccount(self._account_id, api=api))
             self._local.client = client
@@ -145,14 +131,23 @@ class MetaAdsPlatform:
     def _account(self) -> AdAccount:
         return self._client()[1]
 
+    def _observe_usage(self, response: requests.Response, *_: Any, **__: Any) -> None:
+        if self._quota is not None and response.status_code < 400:
+            self._quota.observe_meta_headers(self._account_id, response.headers)
+
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        if self._quota is not None:
+            self._quota.admit("meta", self._account_id)
         started = time.perf_counter()
         outcome = "ok"
         try:
             return fn()
         except (FacebookRequestError, requests.RequestException) as exc:
             outcome = "error"
-            raise classify(exc) from exc
+            error = classify(exc)
+            if self._quota is not None:
+                self._quota.observe("meta", self._account_id, error)
+            raise error from exc
         finally:
             metrics.PLATFORM_CALLS.labels("meta", operation, outcome).observe(
                 time.perf_counter() - started
@@ -162,6 +157,8 @@ class MetaAdsPlatform:
     def create_campaign_flow(self, spec: CampaignSpec, journal: StepJournal) -> dict[str, str]:
         # Bracketed, so that searching for campaign c-1's objects cannot match c-10's.
         tag = f"[adflux:{spec.campaign_id}]"
+        if self._quota is not None:
+            self._quota.check("meta", self._account_id)
         return run_steps(
             self.steps,
             journal,

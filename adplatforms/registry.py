@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 from adplatforms.base import AdPlatform
+from adplatforms.quota import PlatformQuota
 from shared.settings import PlatformSettings
 
 PlatformFactory = Callable[[], AdPlatform]
@@ -26,15 +27,19 @@ def once(build: Callable[[], AdPlatform]) -> PlatformFactory:
     return get
 
 
-def platform_factories(settings: PlatformSettings) -> dict[str, PlatformFactory]:
+def platform_factories(
+    settings: PlatformSettings, quota: PlatformQuota | None = None
+) -> dict[str, PlatformFactory]:
+    """Both adapters, consulting `quota` before every call (None: no shared quota)."""
+
     def meta() -> AdPlatform:
         from adplatforms.meta import MetaAdsPlatform
 
-        return MetaAdsPlatform(settings)
+        return MetaAdsPlatform(settings, quota)
 
     def google() -> AdPlatform:
         from adplatforms.google import GoogleAdsPlatform
 
-        return GoogleAdsPlatform(settings)
+        return GoogleAdsPlatform(settings, quota)
 
     return {"meta": once(meta), "google": once(google)}

@@ -258,6 +258,18 @@ class ScheduleStateChanged(Payload):
     at: datetime
 
 
+class PlatformThrottled(Payload):
+    """A platform account takes no call until `until`, as the platform signalled to one worker
+    (`platform.throttled` is compacted by `<platform>:<account>`, so the latest block of each
+    account survives and every worker backs off together)."""
+
+    platform: Platform
+    account: str = Field(min_length=1, max_length=100)
+    until: AwareDatetime
+    reason: str = Field(default="", max_length=1000)
+    signalled_at: AwareDatetime
+
+
 @dataclass(frozen=True)
 class EventDeclaration:
     """An event type, declared once: its payload model and schema version, its topic (named
@@ -306,6 +318,9 @@ EVENTS: tuple[EventDeclaration, ...] = (
     EventDeclaration("task.revoked", TaskRevoked, partitions=1, compacted=True, consumed=False),
     EventDeclaration("schedule.control_requested", ScheduleControlRequested, partitions=1),
     EventDeclaration("schedule.state", ScheduleStateChanged, partitions=1, compacted=True),
+    EventDeclaration(
+        "platform.throttled", PlatformThrottled, partitions=1, compacted=True, consumed=False
+    ),
 )
 
 CONTRACTS: dict[str, EventDeclaration] = {e.type: e for e in EVENTS}

@@ -60,6 +60,23 @@ PLATFORM_CALLS = Histogram(
     "Ad-platform calls by platform, operation and outcome.",
     ["platform", "operation", "outcome"],
 )
+PLATFORM_THROTTLED_UNTIL = Gauge(
+    "adflux_platform_throttled_until_seconds",
+    "Unix time until which a platform account is blocked by its quota (in the past: not "
+    "blocked), as this process knows it from the platform and the platform.throttled broadcast.",
+    ["platform", "account"],
+)
+PLATFORM_DEFERRED = Counter(
+    "adflux_platform_calls_deferred_total",
+    "Platform calls not made because their account was blocked (the record was deferred).",
+    ["platform", "account"],
+)
+PLATFORM_USAGE = Gauge(
+    "adflux_platform_usage_percent",
+    "The platform's own usage report of an account (Meta's x-business-use-case-usage), by "
+    "measure: call_count, total_time, total_cputime.",
+    ["platform", "account", "measure"],
+)
 SCHEDULE_FIRINGS = Counter(
     "adflux_schedule_firings_total", "Scheduled firings emitted by the ticker.", ["schedule"]
 )

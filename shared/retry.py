@@ -59,6 +59,16 @@ class Cancelled(Exception):
     """Raised inside a handler that was cancelled (time limit or shutdown)."""
 
 
+class Deferred(Exception):
+    """Raised by a handler that did not do its work for a reason outside it (a platform
+    account under a quota block): the record is due again after `delay` seconds without
+    using an attempt, however many retries are left."""
+
+    def __init__(self, message: str, delay: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 class Disposition(StrEnum):
     RETRY = "retry"
     DEAD = "dead"
@@ -72,6 +82,7 @@ class Decision:
     tier: DelayTier | None = None
     delay: float = 0.0  # seconds from the failure to the retry's due time
     transient: bool = False
+    uses_attempt: bool = True  # False for a deferral: the retry keeps the same attempt
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -134,7 +145,17 @@ def decide(
     tiers: tuple[DelayTier, ...],
     rng: random.Random | None = None,
 ) -> Decision:
-    """Retry in a tier while attempts remain and the error is transient; else dead-letter."""
+    """Retry in a tier while attempts remain and the error is transient; else dead-letter.
+    A deferral is always retried, after its own delay and with the same attempt."""
+    if isinstance(exc, Deferred) and tiers:
+        delay = max(float(exc.delay), 0.0)
+        return Decision(
+            Disposition.RETRY,
+            tier=choose_tier(tiers, delay),
+            delay=delay,
+            transient=True,
+            uses_attempt=False,
+        )
     transient = is_transient(exc)
     if not transient or attempt > max_retries or not tiers:
         return Decision(Disposition.DEAD, transient=transient)

@@ -9,25 +9,28 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
 from shared.db import Database, tracking_tables
-from shared.events import TaskRevoked
+from shared.envelope import Envelope
+from shared.events import Payload, TaskRevoked
 from shared.logging import configure_logging
 from shared.metrics import HealthServer, ReadyCheck
 from shared.outbox import Outbox, OutboxRelay
 from shared.producer import EventProducer
-from shared.runtime import ConsumerRuntime, RuntimeOptions
+from shared.runtime import ConsumerRuntime, HandlerContext, HandlerOutcome, RuntimeOptions
 from shared.settings import ServiceSettings
 from shared.tasks import RevocationRegistry
 from shared.topics import TopicNames, parse_tiers, provision_topics
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=Payload)
 
 
 class Component(Protocol):
@@ -90,16 +93,33 @@ class ServiceKit:
     def revocation_listener(self) -> ConsumerRuntime:
         """Reads every revocation into `self.revocations` (each process sees all of them);
         command runtimes start once it has caught up."""
+        return self.broadcast_listener(
+            "revocations",
+            TaskRevoked,
+            self.revocations.handle,
+            on_caught_up=self.revocations.caught_up.set,
+        )
+
+    def broadcast_listener(
+        self,
+        name: str,
+        model: type[P],
+        handler: Callable[[Envelope, P, HandlerContext], HandlerOutcome | None],
+        on_caught_up: Callable[[], None] | None = None,
+    ) -> ConsumerRuntime:
+        """A runtime that reads every record of `model`'s topic from its start, without a
+        group's offsets, into `handler`: each process sees all of them (revocations, quota
+        blocks)."""
         listener = ConsumerRuntime(
             service=self.service,
-            group=self.names.group(f"{self.service}.revocations"),
+            group=self.names.group(f"{self.service}.{name}"),
             bootstrap=self.settings.kafka_bootstrap,
             names=self.names,
             producer=self.producer,
             broadcast=True,
-            on_caught_up=self.revocations.caught_up.set,
+            on_caught_up=on_caught_up,
         )
-        listener.register(TaskRevoked, self.revocations.handle)
+        listener.register(model, handler)
         return listener
 
     def relay(self) -> OutboxRelay:

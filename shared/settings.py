@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +101,12 @@ class PlatformSettings(ServiceSettings):
     google_ads_client_secret: SecretStr | None = None
     google_ads_refresh_token: SecretStr | None = None
     google_ads_timeout: float = 30.0
+
+    # Calls per second per platform account across every worker, e.g. {"meta": 20} (JSON);
+    # each worker takes its share (docs/platforms.md, rate limits). Empty: no limit.
+    platform_calls_per_second: dict[Literal["meta", "google"], float] = {}
+    # How often a worker counts the live workers that share those limits (seconds).
+    platform_workers_refresh: float = 5.0
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -3,6 +3,7 @@ ad platforms, then runs until SIGTERM."""
 
 from __future__ import annotations
 
+from adplatforms.quota_broadcast import shared_quota
 from adplatforms.registry import platform_factories
 from services.publisher.handlers import PublishCampaign
 from services.publisher.models import metadata
@@ -15,10 +16,14 @@ from shared.settings import get_settings
 def main() -> None:
     settings = get_settings(PublisherSettings)
     kit = build_kit("publisher", settings, metadata)
-    publish = PublishCampaign(kit.db, platform_factories(settings))
+    quota = shared_quota(kit, settings)
+    publish = PublishCampaign(kit.db, platform_factories(settings, quota.quota))
     runtime = kit.runtime()
     runtime.register(PublishRequested, publish, on_failure=publish.on_failure)
-    serve(kit, kit.worker(runtime), settings.metrics_port)
+    worker = kit.worker(
+        runtime, extra_components=quota.components, extra_readiness={"quotas": quota.ready}
+    )
+    serve(kit, worker, settings.metrics_port)
 
 
 if __name__ == "__main__":

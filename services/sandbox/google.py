@@ -163,6 +163,14 @@ class GoogleAdsSandbox:
                 retry_delay=_RATE_LIMIT_RETRY_DELAY,
             )
             raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, [quota], "Resource exhausted.")
+        elif rule.kind == "throttle":
+            delay = timedelta(seconds=rule.block_seconds)
+            quota = Problem(
+                "quota_error.RESOURCE_EXHAUSTED",
+                f"Too many requests. Retry in {rule.block_seconds:.1f} seconds.",
+                retry_delay=delay,
+            )
+            raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, [quota], "Resource exhausted.")
         else:
             raise invalid("field_error.INVALID_VALUE", "The field's value is invalid (injected).")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import time
 import uuid
@@ -73,7 +74,43 @@ def invalid(message: str, subcode: int = 1885183) -> GraphError:
     return GraphError(400, 100, f"(#100) {message}", subcode=subcode)
 
 
+def throttle_error(rule: FaultRule) -> GraphError:
+    """Meta's answer while an ad account is throttled: error 80004 with the usage header (or
+    error 17 with Retry-After), stating the time left of the block."""
+    if rule.signal == "retry_after":
+        return GraphError(
+            400,
+            17,
+            "(#17) User request limit reached",
+            subcode=2446079,
+            transient=True,
+            headers={"Retry-After": str(math.ceil(rule.block_seconds))},
+        )
+    usage = {
+        "0": [
+            {
+                "type": "ads_management",
+                "call_count": 100,
+                "total_cputime": 25,
+                "total_time": 25,
+                "estimated_time_to_regain_access": math.ceil(rule.block_seconds / 60 * 10_000)
+                / 10_000,
+            }
+        ]
+    }
+    return GraphError(
+        400,
+        80004,
+        "(#80004) There have been too many calls to this ad-account. Wait a bit and try again.",
+        subcode=2446079,
+        transient=True,
+        headers={"x-business-use-case-usage": json.dumps(usage)},
+    )
+
+
 def fault_error(rule: FaultRule) -> GraphError:
+    if rule.kind == "throttle":
+        return throttle_error(rule)
     if rule.kind == "transient":
         return GraphError(
             500,

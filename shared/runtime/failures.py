@@ -71,7 +71,8 @@ class FailureRouter:
         records: list[OutgoingRecord] = []
         if decision.disposition is rules.Disposition.RETRY:
             assert decision.tier is not None
-            records.append(self.delayed(msg, decision.delay, exc, envelope.attempt + 1))
+            attempt = envelope.attempt + (1 if decision.uses_attempt else 0)
+            records.append(self.delayed(msg, decision.delay, exc, attempt))
             if task is not None and envelope.taskid:
                 records.append(
                     self.reporter.record(

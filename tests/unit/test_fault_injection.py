@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from infra.waiting import wait_for
 from services.sandbox.faults import FaultInjector, FaultRule
 
 
@@ -41,3 +42,20 @@ def test_rules_from_the_environment_and_bad_rates_refused() -> None:
         faults.add(FaultRule(platform="meta", rate=1.5))
     faults.clear()
     assert faults.rules() == []
+
+
+def test_a_throttle_rule_blocks_its_platform_and_counts_the_calls_during_the_block() -> None:
+    faults = FaultInjector()
+    faults.add(FaultRule(platform="meta", kind="throttle", block_seconds=0.3, count=1))
+    first = faults.draw("meta", "create_campaign")
+    assert first is not None and first.kind == "throttle" and first.block_seconds == 0.3
+    during = faults.draw("meta", "list")
+    assert during is not None and during.kind == "throttle" and 0 < during.block_seconds < 0.3
+    assert faults.draw("google", "search") is None  # the other platform is not blocked
+    assert faults.throttles()["meta"]["calls_during_block"] == 1
+    wait_for(lambda: faults.throttles()["meta"]["remaining"] == 0, timeout=5, interval=0.05)
+    assert faults.draw("meta", "list") is None
+    report = faults.throttles()["meta"]
+    assert report["calls_during_block"] == 1 and report["remaining"] == 0
+    assert isinstance(report["first_call_after_block"], float)
+    assert report["first_call_after_block"] >= report["until"]  # type: ignore[operator]
