@@ -106,10 +106,11 @@ class ServiceKit:
         model: type[P],
         handler: Callable[[Envelope, P, HandlerContext], HandlerOutcome | None],
         on_caught_up: Callable[[], None] | None = None,
+        from_end: bool = False,
     ) -> ConsumerRuntime:
-        """A runtime that reads every record of `model`'s topic from its start, without a
-        group's offsets, into `handler`: each process sees all of them (revocations, quota
-        blocks)."""
+        """A runtime that reads every record of `model`'s topic from its start (or, `from_end`,
+        what arrives after it starts), without a group's offsets, into `handler`: each process
+        sees all of them (revocations, quota blocks, the gateway's live task feed)."""
         listener = ConsumerRuntime(
             service=self.service,
             group=self.names.group(f"{self.service}.{name}"),
@@ -117,6 +118,7 @@ class ServiceKit:
             names=self.names,
             producer=self.producer,
             broadcast=True,
+            from_end=from_end,
             on_caught_up=on_caught_up,
         )
         listener.register(model, handler)

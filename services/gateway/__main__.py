@@ -11,13 +11,13 @@ from services.gateway.app import create_app
 from services.gateway.auth import check_exposure
 from services.gateway.cluster import KafkaInspector, QueueWatch
 from services.gateway.commands import fail_refused_commands
-from services.gateway.live import TaskUpdateHub
+from services.gateway.live import LiveTasks, TaskUpdateHub
 from services.gateway.models import metadata
 from services.gateway.projections import (
     CampaignProjection,
     DeadLetterRecorder,
     SegmentProjection,
-    TaskProjection,
+    project_task_status,
     schedule_state,
 )
 from services.gateway.settings import DEFAULT_API_TOKEN, GatewaySettings
@@ -43,7 +43,9 @@ def main() -> None:
     hub = TaskUpdateHub()
     # Projections commit a poll batch per lane in one transaction; few lanes, one writer.
     runtime = kit.runtime("gateway.read-model", group_commit=True, lanes=settings.read_model_lanes)
-    runtime.register(TaskStatus, TaskProjection(hub))
+    live = LiveTasks(hub)
+    feed = kit.broadcast_listener("live-tasks", TaskStatus, live.observe, from_end=True)
+    runtime.register(TaskStatus, project_task_status)
     campaigns, segments = CampaignProjection(), SegmentProjection()
     runtime.register(CampaignPublished, campaigns.published)
     runtime.register(CampaignPublishFailed, campaigns.publish_failed)
@@ -64,9 +66,10 @@ def main() -> None:
         runtime,
         runs_commands=False,
         relay=relay,
-        extra_components=watch if settings.queue_watch_interval else [],
+        extra_components=[feed, *(watch if settings.queue_watch_interval else [])],
+        extra_readiness={"live-tasks": feed.ready},
     )
-    app = create_app(settings, kit, hub, worker.components, worker.readiness, inspector)
+    app = create_app(settings, kit, live, worker.components, worker.readiness, inspector)
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
     if app.state.dead_components:
         sys.exit(f"gateway: {', '.join(app.state.dead_components)} stopped unexpectedly")

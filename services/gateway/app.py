@@ -19,7 +19,7 @@ from services.gateway.api import router
 from services.gateway.auth import TokenRegistry
 from services.gateway.cluster import KafkaInspector
 from services.gateway.console import router as console_router
-from services.gateway.live import TaskUpdateHub
+from services.gateway.live import LiveTasks
 from services.gateway.monitor import router as monitor_router
 from services.gateway.schedules import router as schedules_router
 from services.gateway.schemas import validation_errors
@@ -30,7 +30,7 @@ from shared.service import Component, ServiceKit, supervise
 def create_app(
     settings: GatewaySettings,
     kit: ServiceKit,
-    hub: TaskUpdateHub,
+    live: LiveTasks,
     components: list[Component],
     readiness: dict[str, Callable[[], bool]],
     inspector: KafkaInspector | None = None,
@@ -65,7 +65,8 @@ def create_app(
     app.state.settings = settings
     app.state.db = kit.db
     app.state.outbox = kit.outbox
-    app.state.hub = hub
+    app.state.live = live
+    app.state.hub = live.hub
     app.state.kafka = inspector or KafkaInspector(
         settings.kafka_bootstrap, kit.names, settings.worker_health_urls
     )

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.gateway.commands import release_campaign
-from services.gateway.live import TaskUpdateHub, task_update
+from services.gateway.live import shown_attempts, supersedes
 from services.gateway.models import (
     Campaign,
     CandidateSegment,
@@ -26,7 +26,6 @@ from shared import retry as rules
 from shared.db import Database
 from shared.envelope import Envelope, MalformedEvent, from_kafka
 from shared.events import (
-    FINAL_STATES,
     CampaignMetricsUpdated,
     CampaignPublished,
     CampaignPublishFailed,
@@ -64,72 +63,54 @@ def schedule_state(envelope: Envelope, state: ScheduleStateChanged, ctx: Handler
     view.changed_at = state.at
 
 
-class TaskProjection:
-    """`task.status` -> the `tasks` row, and a live update for WebSocket subscribers."""
-
-    def __init__(self, hub: TaskUpdateHub) -> None:
-        self.hub = hub
-
-    def __call__(self, envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
-        session = _session(ctx)
-        task = session.get(Task, status.task_id, with_for_update=True)
-        if task is None:  # a task started elsewhere (the ticker) appears on its first status
-            task = Task(
-                id=status.task_id,
-                name=status.name,
-                state=status.state.value,
-                attempts=0,
-                args=status.args or [],
-                kwargs=status.kwargs or {},
-                options={},
-                history=[],
-                campaign_id=_text((status.kwargs or {}).get("campaign_id")),
-                correlation_id=envelope.correlationid,
-                created_at=status.at,
-            )
-            session.add(task)
-        elif not _applies(task, status):
-            return
-        task.state = status.state.value
-        task.attempts = max(
-            task.attempts or 0, status.attempt if status.state is not TaskState.PENDING else 0
+def project_task_status(envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
+    """`task.status` -> the `tasks` row (live subscribers hear of it from `LiveTasks`)."""
+    session = _session(ctx)
+    task = session.get(Task, status.task_id, with_for_update=True)
+    if task is None:  # a task started elsewhere (the ticker) appears on its first status
+        task = Task(
+            id=status.task_id,
+            name=status.name,
+            state=status.state.value,
+            attempts=0,
+            args=status.args or [],
+            kwargs=status.kwargs or {},
+            options={},
+            history=[],
+            campaign_id=_text((status.kwargs or {}).get("campaign_id")),
+            correlation_id=envelope.correlationid,
+            created_at=status.at,
         )
-        if status.progress is not None:
-            task.progress = status.progress
-        if status.result is not None or status.state is TaskState.SUCCESS:
-            task.result = status.result
-        if status.error is not None:
-            task.error = status.error.model_dump(mode="json")
-        task.next_attempt_at = status.next_attempt_at
-        entry = {
-            "state": status.state.value,
-            "at": status.at.isoformat(),
-            "attempt": status.attempt,
-            "worker": envelope.source.removeprefix("adflux/"),
-        }
-        if status.progress is not None:
-            entry["progress"] = status.progress
-        if status.error is not None:
-            entry["error"] = status.error.message
-        task.history = [*(task.history or []), entry][-HISTORY_LIMIT:]
-        task.updated_at = datetime.now(UTC)
-        if status.state in (TaskState.REVOKED, TaskState.EXPIRED):
-            release_campaign(session, task, status.at)
-        self.hub.publish(task_update(task, status.at))
+        session.add(task)
+    elif not supersedes(TaskState(task.state), task.attempts or 0, status.state, status.attempt):
+        return
+    task.state = status.state.value
+    task.attempts = shown_attempts(status.state, status.attempt, task.attempts or 0)
+    if status.progress is not None:
+        task.progress = status.progress
+    if status.result is not None or status.state is TaskState.SUCCESS:
+        task.result = status.result
+    if status.error is not None:
+        task.error = status.error.model_dump(mode="json")
+    task.next_attempt_at = status.next_attempt_at
+    entry = {
+        "state": status.state.value,
+        "at": status.at.isoformat(),
+        "attempt": status.attempt,
+        "worker": envelope.source.removeprefix("adflux/"),
+    }
+    if status.progress is not None:
+        entry["progress"] = status.progress
+    if status.error is not None:
+        entry["error"] = status.error.message
+    task.history = [*(task.history or []), entry][-HISTORY_LIMIT:]
+    task.updated_at = datetime.now(UTC)
+    if status.state in (TaskState.REVOKED, TaskState.EXPIRED):
+        release_campaign(session, task, status.at)
 
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _applies(task: Task, status: TaskStatus) -> bool:
-    """Ignore a stale transition: nothing but a newer attempt moves a task out of a final state."""
-    current = TaskState(task.state)
-    if current in FINAL_STATES and status.state not in FINAL_STATES:
-        return status.attempt > (task.attempts or 0) and current is not TaskState.REVOKED
-    if current in FINAL_STATES and status.state in FINAL_STATES:
-        return status.attempt >= (task.attempts or 0) and current is not TaskState.REVOKED
-    return True
 
 
 class CampaignProjection:

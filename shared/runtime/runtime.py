@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 from shared import metrics
 from shared import retry as rules
@@ -78,8 +78,9 @@ class RuntimeOptions:
 
 
 class ConsumerRuntime(BackgroundLoop):
-    """One consumer group's loop. `broadcast` runtimes read every partition from the start
-    without a group (each process sees all records, e.g. revocations)."""
+    """One consumer group's loop. `broadcast` runtimes read every partition without a group
+    (each process sees all records, e.g. revocations): from the start, or with `from_end` only
+    what arrives after they start (a live feed)."""
 
     def __init__(
         self,
@@ -95,6 +96,7 @@ class ConsumerRuntime(BackgroundLoop):
         revocations: RevocationRegistry | None = None,
         options: RuntimeOptions | None = None,
         broadcast: bool = False,
+        from_end: bool = False,
         on_caught_up: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
@@ -107,6 +109,7 @@ class ConsumerRuntime(BackgroundLoop):
         self.revocations = revocations
         self.options = options or RuntimeOptions()
         self.broadcast = broadcast
+        self.from_end = from_end
         self.reporter = TaskStatusReporter(names, service)
         self.failures = FailureRouter(
             service,
@@ -247,6 +250,9 @@ class ConsumerRuntime(BackgroundLoop):
         for topic in self.topics():
             meta = consumer.list_topics(topic, timeout=30).topics[topic]
             for p in meta.partitions:
+                if self.from_end:
+                    parts.append(TopicPartition(topic, p, OFFSET_END))
+                    continue
                 parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
                 high = self._high_watermark(consumer, TopicPartition(topic, p))
                 if high > 0:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from services.gateway.live import TaskUpdateHub
+from services.gateway.live import LiveTasks, TaskUpdateHub
 from services.gateway.models import metadata
 from services.gateway.settings import GatewaySettings
 from shared.db import Database
@@ -96,7 +96,7 @@ def in_process_gateway(tmp_path: Path, **settings: Any) -> Iterator[InProcessGat
         metadata.tables["processed_events"],
         outbox,
     )
-    app = create_app(gateway_settings, kit, TaskUpdateHub(), [], {"database": db.ready})
+    app = create_app(gateway_settings, kit, LiveTasks(TaskUpdateHub()), [], {"database": db.ready})
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield InProcessGateway(app, client, db, outbox)
     db.dispose()

@@ -12,9 +12,8 @@ from typing import Any, cast
 
 import pytest
 
-from services.gateway.live import TaskUpdateHub
 from services.gateway.models import DeadLetter, Task
-from services.gateway.projections import TaskProjection
+from services.gateway.projections import project_task_status
 from shared.envelope import new_event
 from shared.events import TaskState, TaskStatus
 from shared.runtime import HandlerContext
@@ -85,8 +84,6 @@ def test_a_publish_that_expired_on_its_worker_gives_the_campaign_back_as_a_draft
 ) -> None:
     campaign_id = gw.campaign()
     task_id = gw.client.post(f"/api/v1/campaigns/{campaign_id}/publish").json()["task_id"]
-    hub = TaskUpdateHub()
-    projection = TaskProjection(hub)
     status = TaskStatus(
         task_id=task_id,
         name="campaign.publish",
@@ -96,7 +93,9 @@ def test_a_publish_that_expired_on_its_worker_gives_the_campaign_back_as_a_draft
     )
     envelope = new_event(status, source="publisher", subject=task_id, taskid=task_id)
     with gw.db.session() as session, session.begin():
-        projection(envelope, status, cast(HandlerContext, SimpleNamespace(session=session)))
+        project_task_status(
+            envelope, status, cast(HandlerContext, SimpleNamespace(session=session))
+        )
     campaign = gw.client.get(f"/api/v1/campaigns/{campaign_id}").json()
     assert campaign["status"] == "draft" and "expired" in campaign["last_error"]["message"]
     assert gw.client.post(f"/api/v1/campaigns/{campaign_id}/publish").status_code == 202

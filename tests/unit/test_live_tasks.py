@@ -1,0 +1,145 @@
+"""The live task view: transitions consumed from `task.status` are visible to
+`GET /tasks/{id}` and the WebSocket before the read model commits them, by the projection's
+own rules (stale, redelivered and post-revocation transitions never show)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from services.gateway.live import LiveTasks, TaskUpdateHub, overlaid
+from services.gateway.models import Task
+from services.gateway.projections import project_task_status
+from shared.envelope import Envelope, new_event
+from shared.events import TaskState, TaskStatus
+from shared.runtime import HandlerContext
+from tests.support.gateway import InProcessGateway, in_process_gateway
+
+NO_CONTEXT = cast(HandlerContext, SimpleNamespace(session=None))
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[InProcessGateway]:
+    yield from in_process_gateway(tmp_path)
+
+
+class RecordingHub(TaskUpdateHub):
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[dict[str, Any]] = []
+
+    def publish(self, update: dict[str, Any]) -> None:
+        self.updates.append(update)
+
+
+def _status(
+    task_id: str, state: TaskState, at: datetime, attempt: int = 1, **fields: Any
+) -> tuple[Envelope, TaskStatus]:
+    status = TaskStatus(
+        task_id=task_id, name="ml.train", state=state, attempt=attempt, at=at, **fields
+    )
+    return new_event(status, source="ml", subject=task_id, taskid=task_id), status
+
+
+def _feed(live: LiveTasks, *statuses: tuple[Envelope, TaskStatus]) -> None:
+    for envelope, status in statuses:
+        live.observe(envelope, status, NO_CONTEXT)
+
+
+def test_stale_and_redelivered_transitions_are_neither_kept_nor_broadcast() -> None:
+    hub = RecordingHub()
+    live = LiveTasks(hub)
+    t0 = datetime.now(UTC)
+    started = _status("t1", TaskState.STARTED, t0)
+    success = _status("t1", TaskState.SUCCESS, t0 + timedelta(milliseconds=5), result={"n": 1})
+    late_progress = _status("t1", TaskState.PROGRESS, t0 + timedelta(milliseconds=9), progress=50)
+    _feed(live, started, success, success, late_progress)
+    assert [t.state for t in live.transitions("t1")] == [TaskState.STARTED, TaskState.SUCCESS]
+    assert [(u["state"], u["attempt"]) for u in hub.updates] == [("STARTED", 1), ("SUCCESS", 1)]
+    # A newer attempt does move a final task again (a retry after a replay).
+    _feed(live, _status("t1", TaskState.STARTED, t0 + timedelta(seconds=1), attempt=2))
+    assert hub.updates[-1]["state"] == "STARTED" and hub.updates[-1]["attempt"] == 2
+
+
+def test_the_view_forgets_the_least_recently_changed_tasks_beyond_its_capacity() -> None:
+    live = LiveTasks(RecordingHub(), capacity=2)
+    now = datetime.now(UTC)
+    _feed(live, *(_status(f"t{i}", TaskState.STARTED, now) for i in range(3)))
+    assert live.transitions("t0") == [] and len(live.transitions("t2")) == 1
+
+
+def test_get_shows_consumed_transitions_before_the_read_model_commits_them(
+    gw: InProcessGateway,
+) -> None:
+    task_id = gw.client.post("/api/v1/tasks", json={"name": "ml.train"}).json()["task_id"]
+    live: LiveTasks = gw.app.state.live
+    t0 = datetime.now(UTC) + timedelta(milliseconds=1)
+    statuses = [
+        _status(task_id, TaskState.STARTED, t0),
+        _status(task_id, TaskState.PROGRESS, t0 + timedelta(milliseconds=1), progress=40),
+        _status(
+            task_id,
+            TaskState.SUCCESS,
+            t0 + timedelta(milliseconds=2),
+            progress=100,
+            result={"k": 3},
+        ),
+    ]
+    _feed(live, *statuses)
+    ahead = gw.client.get(f"/api/v1/tasks/{task_id}").json()
+    with gw.db.session() as session:
+        stored = session.get(Task, task_id)
+        assert stored is not None and stored.state == "PENDING"  # nothing committed yet
+    assert ahead["state"] == "SUCCESS" and ahead["result"] == {"k": 3}
+    assert ahead["progress"] == 100 and ahead["attempts"] == 1
+    assert [h["state"] for h in ahead["history"]] == ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]
+    # Once the read model has them, the answer is the same and nothing is laid twice.
+    for envelope, status in statuses:
+        with gw.db.session() as session, session.begin():
+            project_task_status(
+                envelope, status, cast(HandlerContext, SimpleNamespace(session=session))
+            )
+    after = gw.client.get(f"/api/v1/tasks/{task_id}").json()
+    assert {k: after[k] for k in ("state", "result", "progress", "attempts")} == {
+        k: ahead[k] for k in ("state", "result", "progress", "attempts")
+    }
+    assert [h["state"] for h in after["history"]] == [h["state"] for h in ahead["history"]]
+
+
+def test_a_revoked_task_is_not_shown_running_by_a_late_worker_transition(
+    gw: InProcessGateway,
+) -> None:
+    task_id = gw.client.post("/api/v1/tasks", json={"name": "ml.train", "countdown": 600}).json()[
+        "task_id"
+    ]
+    assert gw.client.post(f"/api/v1/tasks/{task_id}/revoke").status_code == 202
+    _feed(gw.app.state.live, _status(task_id, TaskState.STARTED, datetime.now(UTC)))
+    assert gw.client.get(f"/api/v1/tasks/{task_id}").json()["state"] == "REVOKED"
+
+
+def test_an_older_transition_than_the_read_model_has_is_not_laid_over_it() -> None:
+    from services.gateway.schemas import TaskOut
+
+    now = datetime.now(UTC)
+    out = TaskOut(
+        task_id="t",
+        name="ml.train",
+        state="SUCCESS",
+        attempts=1,
+        progress=None,
+        result={"done": True},
+        error=None,
+        next_attempt_at=None,
+        created_at=now - timedelta(seconds=2),
+        updated_at=now,
+        history=[{"state": "SUCCESS", "at": now.isoformat(), "attempt": 1}],
+    )
+    envelope, status = _status("t", TaskState.STARTED, now - timedelta(seconds=1))
+    live = LiveTasks(RecordingHub())
+    live.observe(envelope, status, NO_CONTEXT)
+    assert overlaid(out, live.transitions("t")) == out
