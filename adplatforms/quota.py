@@ -19,6 +19,9 @@ from shared import metrics
 # Longest a call waits in its lane for a token of the calls-per-second limit; a longer wait
 # defers its record instead, so a lane is never held for long.
 MAX_PACING_WAIT = 1.0
+# A block is announced again only when it moves the known end by more than this (the calls in
+# flight when a block starts all bring it back, a few milliseconds later each).
+ANNOUNCE_SLACK = 1.0
 USAGE_MEASURES = ("call_count", "total_time", "total_cputime")
 
 
@@ -203,7 +206,9 @@ class PlatformQuota:
         """The platform asked for `seconds` of quiet on `account`: block it here, and tell
         every other worker when that is news."""
         block = Block(platform, account, time.time() + seconds, reason)
-        if self.table.block(block) and self._announce is not None:
+        left = self.table.remaining(platform, account)
+        news = left == 0 or block.until - (time.time() + left) > ANNOUNCE_SLACK
+        if self.table.block(block) and news and self._announce is not None:
             self._announce(block)
 
     def observe(self, platform: str, account: str, error: PlatformError) -> None:

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    candidates_scale,
     publish_round_trip,
     publisher_throughput,
     retry_accuracy,
     side_by_side,
     sync_scale,
+    throttle,
 )
 from bench.report import Section
 
@@ -28,6 +30,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "publish_round_trip": publish_round_trip.run,
     "retry_accuracy": retry_accuracy.run,
     "sync_scale": sync_scale.run,
+    "candidates_scale": candidates_scale.run,
+    "throttle": throttle.run,
 }
 ROOT = Path(__file__).resolve().parents[1]
 

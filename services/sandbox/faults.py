@@ -7,7 +7,7 @@ import json
 import random
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, field
 from dataclasses import dataclass as plain_dataclass
 from typing import Literal
 
@@ -18,6 +18,7 @@ FaultKind = Literal["transient", "rate_limit", "permanent", "latency", "throttle
 # How a Meta block is signalled: the business-use-case usage header (regain time, in fractions
 # of a minute so that a test can block for seconds: Meta states whole minutes) or Retry-After.
 ThrottleSignal = Literal["business_use_case", "retry_after"]
+MAX_REPORTED_CALLS = 1000  # call times listed per block in GET /_sandbox/throttles
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -52,7 +53,7 @@ class QuotaBlock:
     rule: FaultRule  # the throttle rule that started it
     started: float  # Unix time
     until: float
-    calls_during: int = 0
+    calls_during: list[float] = field(default_factory=list)  # arrival times (Unix)
     first_call_after: float | None = None
 
     def report(self, now: float) -> dict[str, object]:
@@ -61,7 +62,8 @@ class QuotaBlock:
             "until": self.until,
             "remaining": max(0.0, self.until - now),
             "signal": self.rule.signal,
-            "calls_during_block": self.calls_during,
+            "calls_during_block": len(self.calls_during),
+            "call_times_during_block": self.calls_during[:MAX_REPORTED_CALLS],
             "first_call_after_block": self.first_call_after,
         }
 
@@ -102,7 +104,7 @@ class FaultInjector:
         with self._lock:
             block = self._blocks.get(platform)
             if block is not None and now < block.until:
-                block.calls_during += 1
+                block.calls_during.append(now)
                 return FaultRule(
                     platform=block.rule.platform,
                     kind="throttle",
