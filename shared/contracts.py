@@ -82,6 +82,12 @@ def asyncapi() -> dict[str, Any]:
             "action": "receive",
             "channel": {"$ref": f"#/channels/{contract.type}"},
         }
+        if contract.upstream:
+            operations[f"send-{contract.type}"] = {
+                "action": "send",
+                "channel": {"$ref": f"#/channels/{contract.type}"},
+                "description": contract.upstream,
+            }
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -207,9 +207,24 @@ class ModelTrained(Payload):
 
 
 class CandidateSegmented(Payload):
+    """One candidate's segment (the online assignment of a single upsert)."""
+
     candidate_id: str
     segment: int
     model_version: str
+
+
+class CandidateSegmentsAssigned(Payload):
+    """Segments of many candidates, one part of a batch assignment (`ml.assign_segments`).
+
+    An assignment is split into `parts` events of at most MAX_IDS_PER_COMMAND candidates."""
+
+    model_version: str
+    segments: dict[CandidateId, int] = Field(
+        min_length=1, max_length=MAX_IDS_PER_COMMAND, description="candidate id -> segment"
+    )
+    part: int = Field(ge=1, description="This event's number among the assignment's parts")
+    parts: int = Field(ge=1)
 
 
 class TaskStatus(Payload):
@@ -285,6 +300,9 @@ class EventDeclaration:
     consumed: bool = True
     # A command's key: this payload field's value, or the task name when it is None or empty.
     key: str | None = None
+    # How systems outside AdFlux may produce this event themselves (asyncapi.yaml documents
+    # it as a `send` operation); empty when only AdFlux produces it.
+    upstream: str = ""
 
     @property
     def dataschema(self) -> str:
@@ -307,13 +325,27 @@ EVENTS: tuple[EventDeclaration, ...] = (
     EventDeclaration("metrics.refresh_requested", MetricsRefreshRequested, key="platform"),
     EventDeclaration("ml.training_requested", TrainingRequested, partitions=1),
     EventDeclaration("ml.segmentation_requested", SegmentationRequested),
-    EventDeclaration("candidate.upserted", CandidateUpserted, compacted=True),
+    EventDeclaration(
+        "candidate.upserted",
+        CandidateUpserted,
+        compacted=True,
+        upstream=(
+            "Upstream systems may produce candidate profiles here directly instead of through "
+            "POST /api/v1/candidates: one record per candidate, key = candidate_id (UTF-8), "
+            "value = the JSON payload, CloudEvents binary-mode headers with at least ce_id "
+            "(unique per event), ce_type=candidate.upserted, ce_source, ce_specversion=1.0 "
+            "and ce_time. The ML service stores them in batches; a profile older "
+            "(updated_at) than the stored one is ignored, and a malformed record goes to "
+            "candidate.upserted.dlq."
+        ),
+    ),
     EventDeclaration("campaign.published", CampaignPublished),
     EventDeclaration("campaign.publish_failed", CampaignPublishFailed),
     EventDeclaration("campaign.status_changed", CampaignStatusChanged),
     EventDeclaration("campaign.metrics_updated", CampaignMetricsUpdated),
     EventDeclaration("ml.model_trained", ModelTrained),
     EventDeclaration("candidate.segmented", CandidateSegmented),
+    EventDeclaration("candidate.segments_assigned", CandidateSegmentsAssigned),
     EventDeclaration("task.status", TaskStatus, partitions=6),
     EventDeclaration("task.revoked", TaskRevoked, partitions=1, compacted=True, consumed=False),
     EventDeclaration("schedule.control_requested", ScheduleControlRequested, partitions=1),

@@ -132,6 +132,30 @@ class Outbox:
     def add(self, session: Session, envelope: Envelope) -> None:
         self.add_record(session, OutgoingRecord.of(self.names.topic(envelope.type), envelope))
 
+    def add_many(self, session: Session, envelopes: Sequence[Envelope]) -> None:
+        """Add many events with one executemany (bulk intake); RecordTooLarge, and nothing
+        added, when any of them is over the limit."""
+        records = [OutgoingRecord.of(self.names.topic(e.type), e) for e in envelopes]
+        for record in records:
+            if (size := record_size(record)) > self.max_record_bytes:
+                raise RecordTooLarge(size, self.max_record_bytes)
+        if not records:
+            return
+        now = datetime.now(UTC)
+        session.execute(
+            sa.insert(self.table),
+            [
+                {
+                    "topic": r.topic,
+                    "key": r.key,
+                    "value": r.value,
+                    "headers": [[k, v.decode("latin-1")] for k, v in r.headers],
+                    "created_at": now,
+                }
+                for r in records
+            ],
+        )
+
     def add_record(self, session: Session, record: OutgoingRecord) -> None:
         """Add an already-encoded record (a dead letter being replayed); RecordTooLarge when
         the broker would refuse it."""

@@ -7,8 +7,11 @@ import sys
 
 import uvicorn
 
+from adplatforms.quota import ThrottleTable
+from adplatforms.quota_broadcast import throttle_listener
 from services.gateway.app import create_app
 from services.gateway.auth import check_exposure
+from services.gateway.candidates import segments_assigned
 from services.gateway.cluster import KafkaInspector, QueueWatch
 from services.gateway.commands import fail_refused_commands
 from services.gateway.live import LiveTasks, TaskUpdateHub
@@ -27,6 +30,7 @@ from shared.events import (
     CampaignPublishFailed,
     CampaignStatusChanged,
     CandidateSegmented,
+    CandidateSegmentsAssigned,
     ModelTrained,
     ScheduleStateChanged,
     TaskStatus,
@@ -41,10 +45,12 @@ def main() -> None:
     check_exposure(settings.bind_address, settings.api_token.get_secret_value(), DEFAULT_API_TOKEN)
     kit = build_kit("gateway", settings, metadata)
     hub = TaskUpdateHub()
-    # Projections commit a poll batch per lane in one transaction; few lanes, one writer.
-    runtime = kit.runtime("gateway.read-model", group_commit=True, lanes=settings.read_model_lanes)
     live = LiveTasks(hub)
     feed = kit.broadcast_listener("live-tasks", TaskStatus, live.observe, from_end=True)
+    throttles = ThrottleTable()  # for the console and /metrics: platform.throttled, read whole
+    throttle_feed = throttle_listener(kit, throttles)
+    # Projections commit a poll batch per lane in one transaction; few lanes, one writer.
+    runtime = kit.runtime("gateway.read-model", group_commit=True, lanes=settings.read_model_lanes)
     runtime.register(TaskStatus, project_task_status)
     campaigns, segments = CampaignProjection(), SegmentProjection()
     runtime.register(CampaignPublished, campaigns.published)
@@ -53,6 +59,7 @@ def main() -> None:
     runtime.register(CampaignMetricsUpdated, campaigns.metrics_updated)
     runtime.register(ModelTrained, segments.model_trained)
     runtime.register(CandidateSegmented, segments.segmented)
+    runtime.register(CandidateSegmentsAssigned, segments_assigned)
     runtime.register(ScheduleStateChanged, schedule_state)
     recorder = DeadLetterRecorder(kit.db, kit.names.logical)
     for spec in TOPICS:
@@ -66,10 +73,11 @@ def main() -> None:
         runtime,
         runs_commands=False,
         relay=relay,
-        extra_components=[feed, *(watch if settings.queue_watch_interval else [])],
+        extra_components=[feed, throttle_feed, *(watch if settings.queue_watch_interval else [])],
         extra_readiness={"live-tasks": feed.ready},
     )
     app = create_app(settings, kit, live, worker.components, worker.readiness, inspector)
+    app.state.throttles = throttles
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
     if app.state.dead_components:
         sys.exit(f"gateway: {', '.join(app.state.dead_components)} stopped unexpectedly")

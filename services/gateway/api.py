@@ -48,7 +48,6 @@ from services.gateway.schemas import (
     ID_PATTERN,
     CampaignIn,
     CampaignOut,
-    CandidatesIn,
     DeadLetterOut,
     JobIn,
     PublishIn,
@@ -65,7 +64,6 @@ from services.gateway.search import (
     newest_first,
     next_cursor,
 )
-from shared.envelope import new_event
 from shared.events import FINAL_STATES, MAX_ID_LENGTH, TaskState
 from shared.outbox import Outbox, RecordTooLarge
 
@@ -237,10 +235,10 @@ def run_task(
 ) -> dict[str, str]:
     """Run a task by name. Besides tasks:write, the token needs the scope of the resource the
     task acts on (campaigns:write for campaign.*, metrics.*; ml:write for ml.*), and the task
-    # The hottest write route opens its session itself: a generator dependency would cost two
-    # more hops to the thread pool per request.
     meets the same preconditions as that resource's endpoint (409 for a campaign.publish of
     a campaign that is not a draft)."""
+    # The hottest write route opens its session itself: a generator dependency would cost two
+    # more hops to the thread pool per request.
     require_task_scope(body.name, scopes)
     options = _options(body)
     with request.app.state.db.session() as session:
@@ -424,22 +422,7 @@ def list_refused_records(
     ]
 
 
-# --- candidates and segmentation ---------------------------------------------------------------
-@router.post("/candidates", status_code=202, dependencies=[Depends(require("ml:write"))])
-def upsert_candidates(
-    body: CandidatesIn, session: DB, outbox: OutboxDep, request: Request
-) -> dict[str, int]:
-    try:
-        for candidate in body.candidates:
-            outbox.add(
-                session, new_event(candidate, source="gateway", subject=candidate.candidate_id)
-            )
-    except RecordTooLarge as exc:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
-    committed(session, request)
-    return {"accepted": len(body.candidates)}
-
-
+# --- segmentation (candidates arrive through services/gateway/candidates.py) --------------------
 @router.get("/segments", dependencies=[Depends(require("ml:read"))])
 def list_segments(session: DB) -> list[dict[str, Any]]:
     rows = session.execute(

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.api import router
 from services.gateway.auth import TokenRegistry
+from services.gateway.candidates import router as candidates_router
 from services.gateway.cluster import KafkaInspector
 from services.gateway.console import router as console_router
 from services.gateway.live import LiveTasks
@@ -74,6 +75,7 @@ def create_app(
         settings.api_token.get_secret_value(), settings.api_tokens.get_secret_value()
     )
     app.include_router(router)
+    app.include_router(candidates_router)
     app.include_router(console_router)
     app.include_router(schedules_router)
     app.include_router(monitor_router)

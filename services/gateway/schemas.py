@@ -24,7 +24,6 @@ from pydantic import (
 
 from shared.currencies import check_amount, check_currency
 from shared.events import (
-    MAX_IDS_PER_COMMAND,
     MAX_RETRIES,
     MAX_RETRY_DELAY_SECONDS,
     MAX_SCHEDULE_AHEAD_SECONDS,
@@ -346,8 +345,19 @@ class ScheduleControlOut(BaseModel):
     slots: int | None = Field(default=None, description="Slots in a backfill's range")
 
 
-class CandidatesIn(Body):
-    candidates: list[CandidateUpserted] = Field(min_length=1, max_length=MAX_IDS_PER_COMMAND)
+def unstorable_text(profile: CandidateUpserted) -> tuple[str, str] | None:
+    """The first field of a candidate profile whose text no database stores (NUL, unpaired
+    surrogate), with why; None when every text is storable."""
+    for field_name, texts in (
+        ("candidate_id", [profile.candidate_id]),
+        ("location", [profile.location]),
+        ("skills", profile.skills),
+    ):
+        for text in texts:
+            problem = _bad_character(text)
+            if problem:
+                return field_name, problem
+    return None
 
 
 class ErrorOut(BaseModel):

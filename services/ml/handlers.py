@@ -1,12 +1,13 @@
-"""What the ML service does on each event: keep the latest candidate profiles, train the
-segmentation model (`ml.train`) and assign segments with the current model
-(`ml.assign_segments`)."""
+"""What the ML service does on each event: keep the latest candidate profiles (in batches),
+train the segmentation model (`ml.train`) and assign segments with the current model
+(`ml.assign_segments`, one `candidate.segments_assigned` per batch of candidates)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.ml import segmentation
@@ -14,12 +15,13 @@ from services.ml.models import (
     SegmentationModel,
     candidates_frame,
     latest_model,
-    store_segments,
-    upsert_candidate,
+    store_assignments,
+    upsert_candidates,
 )
 from shared.envelope import Envelope, caused_by
 from shared.events import (
-    CandidateSegmented,
+    MAX_IDS_PER_COMMAND,
+    CandidateSegmentsAssigned,
     CandidateUpserted,
     ModelTrained,
     SegmentationRequested,
@@ -29,6 +31,12 @@ from shared.retry import PermanentError
 from shared.runtime import HandlerContext, HandlerOutcome
 
 SOURCE = "ml"
+# The consumer group that stores `candidate.upserted` (apart from the commands' group).
+INTAKE_GROUP = "ml.candidates"
+# Where a transaction's candidate profiles wait for their one bulk upsert (Session.info).
+PENDING_PROFILES = "ml.pending_profiles"
+# Candidates per `candidate.segments_assigned` event (each well under a Kafka record's limit).
+SEGMENTS_PER_EVENT = MAX_IDS_PER_COMMAND
 
 
 def _session(ctx: HandlerContext) -> Session:
@@ -43,8 +51,21 @@ def new_model_version(now: datetime) -> str:
 
 
 def store_candidate(envelope: Envelope, profile: CandidateUpserted, ctx: HandlerContext) -> None:
-    """Handles `candidate.upserted`: keep the candidate's latest profile for training."""
-    upsert_candidate(_session(ctx), profile)
+    """Handles `candidate.upserted`: keep the candidate's latest profile for training. The
+    profile joins its transaction's batch, written by one bulk upsert when the transaction
+    commits: the intake runtime commits each lane's polled records together (group commit),
+    so hundreds of profiles cost one statement, and a failed batch is handled again one
+    record at a time by the runtime, each then its own batch of one."""
+    session = _session(ctx)
+    pending: list[CandidateUpserted] | None = session.info.get(PENDING_PROFILES)
+    if pending is None:
+        pending = session.info[PENDING_PROFILES] = []
+        sa.event.listen(session, "before_commit", _store_pending_profiles, once=True)
+    pending.append(profile)
+
+
+def _store_pending_profiles(session: Session) -> None:
+    upsert_candidates(session, session.info.pop(PENDING_PROFILES, []))
 
 
 class TrainModel:
@@ -75,6 +96,12 @@ class TrainModel:
             progress=tried,
         )
         ctx.progress(90, {"stage": "storing model", "n_clusters": trained.n_clusters})
+        # How the model was fitted travels with its scores (ml.model_trained, GET /models).
+        metrics = {
+            **trained.metrics,
+            "k_sample": float(trained.k_sample),
+            "training_seconds": round(trained.seconds, 3),
+        }
         now = datetime.now(UTC)
         version = new_model_version(now)
         session.add(
@@ -83,7 +110,7 @@ class TrainModel:
                 created_at=now,
                 n_clusters=trained.n_clusters,
                 n_samples=trained.n_samples,
-                metrics={**trained.metrics, "k_scores": trained.k_scores},
+                metrics={**metrics, "k_scores": trained.k_scores},
                 pipeline=segmentation.dump_pipeline(trained.pipeline),
                 task_id=envelope.taskid,
             )
@@ -93,12 +120,12 @@ class TrainModel:
             model_version=version,
             n_clusters=trained.n_clusters,
             n_samples=trained.n_samples,
-            metrics=trained.metrics,
+            metrics=metrics,
             trained_at=now,
         )
         result = {
             "message": f"Model trained on {trained.n_samples} candidates",
-            "metrics": trained.metrics,
+            "metrics": metrics,
             "n_clusters": trained.n_clusters,
             "n_samples": trained.n_samples,
             "model_version": version,
@@ -128,34 +155,48 @@ def assign_segments(
     segments = segmentation.predict(pipeline, profiles)
     ctx.check_cancelled()
     ctx.progress(70, {"stage": "storing segments"})
-    assignments = [
-        (candidate_id, int(segment))
-        for candidate_id, segment in zip(profiles["candidate_id"], segments, strict=True)
-    ]
-    changed = store_segments(
-        session, assignments, model.version, every=command.candidate_ids is None
-    )
-    events = [
-        caused_by(
-            envelope,
-            CandidateSegmented(
-                candidate_id=candidate_id, segment=segment, model_version=model.version
-            ),
-            source=SOURCE,
-            subject=candidate_id,
-        )
-        for candidate_id, segment in assignments
-    ]
+    candidate_ids = profiles["candidate_id"].tolist()
+    del profiles
+    changed = store_assignments(session, candidate_ids, segments, model.version)
+    events = segments_events(envelope, candidate_ids, segments.tolist(), model.version)
     result: dict[str, object] = {
-        "message": f"Segments assigned to {len(events)} candidates",
-        "total_candidates": len(events),
+        "message": f"Segments assigned to {len(candidate_ids)} candidates",
+        "total_candidates": len(candidate_ids),
         # As in the seed: every candidate given the model's segment; `changed_candidates`
         # counts those whose stored segment or model version differed.
-        "updated_candidates": len(events),
+        "updated_candidates": len(candidate_ids),
         "changed_candidates": changed,
         "model_version": model.version,
+        "events": len(events),
     }
     if command.candidate_ids is not None:
-        found = set(profiles["candidate_id"])
-        result["unknown_candidate_ids"] = sorted(set(command.candidate_ids) - found)
+        result["unknown_candidate_ids"] = sorted(set(command.candidate_ids) - set(candidate_ids))
     return HandlerOutcome(result=result, events=events)
+
+
+def segments_events(
+    cause: Envelope, candidate_ids: list[str], segments: list[int], model_version: str
+) -> list[Envelope]:
+    """`candidate.segments_assigned` events of SEGMENTS_PER_EVENT candidates each, keyed by
+    model version and part (spread over the partitions)."""
+    parts = -(-len(candidate_ids) // SEGMENTS_PER_EVENT)
+    return [
+        caused_by(
+            cause,
+            CandidateSegmentsAssigned(
+                model_version=model_version,
+                segments=dict(
+                    zip(
+                        candidate_ids[start : start + SEGMENTS_PER_EVENT],
+                        segments[start : start + SEGMENTS_PER_EVENT],
+                        strict=True,
+                    )
+                ),
+                part=part,
+                parts=parts,
+            ),
+            source=SOURCE,
+            subject=f"{model_version}/{part}",
+        )
+        for part, start in enumerate(range(0, len(candidate_ids), SEGMENTS_PER_EVENT), start=1)
+    ]

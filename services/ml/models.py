@@ -3,12 +3,13 @@ tracking/outbox) and the queries the handlers and the online stream run on them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from services.ml import segmentation
@@ -62,42 +63,69 @@ class Segment(Base):
 
 
 metadata = with_tracking(Base.metadata)
+# The temporary table a bulk assignment is loaded into before one upsert into `segments`.
+ASSIGNED = "assigned_segments"
 
 
-def upsert_candidate(session: Session, profile: CandidateUpserted) -> bool:
-    """Store the profile unless a newer one is already stored; True when stored."""
-    row = session.get(Candidate, profile.candidate_id)
-    if row is None:
-        row = Candidate(candidate_id=profile.candidate_id)
-        session.add(row)
-    elif row.updated_at > profile.updated_at:
-        return False  # a retried or replayed older version
-    row.years_experience = profile.years_experience
-    row.education_level = profile.education_level
-    row.skills = list(profile.skills)
-    row.location = profile.location
-    row.desired_salary = profile.desired_salary
-    row.updated_at = profile.updated_at
-    row.received_at = utcnow()
-    return True
+def _insert(session: Session, table: sa.Table) -> Any:
+    """INSERT with ON CONFLICT for the session's backend (PostgreSQL or SQLite)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def upsert_candidates(session: Session, profiles: Iterable[CandidateUpserted]) -> int:
+    """Store the profiles with one bulk upsert, each unless a newer one (by `updated_at`) is
+    already stored; of a candidate given twice only the newer profile counts. Returns how
+    many distinct candidates were given."""
+    newest: dict[str, CandidateUpserted] = {}
+    for profile in profiles:
+        seen = newest.get(profile.candidate_id)
+        if seen is None or profile.updated_at >= seen.updated_at:
+            newest[profile.candidate_id] = profile
+    if not newest:
+        return 0
+    now = utcnow()
+    table = metadata.tables["candidates"]
+    insert = _insert(session, table)
+    updated = ("years_experience", "education_level", "skills", "location", "desired_salary")
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.candidate_id],
+        set_={
+            **{name: insert.excluded[name] for name in updated},
+            "updated_at": insert.excluded.updated_at,
+            "received_at": insert.excluded.received_at,
+        },
+        # A retried or replayed older version changes nothing.
+        where=insert.excluded.updated_at >= table.c.updated_at,
+    )
+    session.execute(
+        statement,
+        [
+            {
+                "candidate_id": p.candidate_id,
+                "years_experience": p.years_experience,
+                "education_level": p.education_level,
+                "skills": list(p.skills),
+                "location": p.location,
+                "desired_salary": p.desired_salary,
+                "updated_at": p.updated_at,
+                "received_at": now,
+            }
+            for p in newest.values()
+        ],
+    )
+    return len(newest)
 
 
 def candidates_frame(session: Session, candidate_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """Stored profiles (all, or the given ids) as a DataFrame, ordered by candidate id."""
-    query = sa.select(Candidate).order_by(Candidate.candidate_id)
+    """Stored profiles (all, or the given ids) as a DataFrame, ordered by candidate id, read
+    as plain rows (no ORM objects: a million of them would not fit the time or memory)."""
+    c = Candidate.__table__.c
+    query = sa.select(*(c[name] for name in segmentation.PROFILE_COLUMNS)).order_by(c.candidate_id)
     if candidate_ids is not None:
-        query = query.where(Candidate.candidate_id.in_(list(candidate_ids)))
-    return segmentation.profiles_frame(
-        {
-            "candidate_id": c.candidate_id,
-            "years_experience": c.years_experience,
-            "education_level": c.education_level,
-            "skills": list(c.skills or []),
-            "location": c.location,
-            "desired_salary": c.desired_salary,
-        }
-        for c in session.scalars(query)
-    )
+        query = query.where(c.candidate_id.in_(list(candidate_ids)))
+    rows = session.execute(query).all()
+    return pd.DataFrame.from_records(rows, columns=list(segmentation.PROFILE_COLUMNS))
 
 
 def latest_version(session: Session) -> str | None:
@@ -112,6 +140,55 @@ def latest_version(session: Session) -> str | None:
 def latest_model(session: Session) -> SegmentationModel | None:
     version = latest_version(session)
     return session.get(SegmentationModel, version) if version is not None else None
+
+
+def store_assignments(
+    session: Session, candidate_ids: Sequence[str], segments: Iterable[int], model_version: str
+) -> int:
+    """Record the segments of many candidates with bulk writes: the assignments go into a
+    temporary table (COPY on PostgreSQL, executemany on SQLite), then one statement counts
+    those new or changed (the return value) and one upserts them all."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {ASSIGNED} (candidate_id varchar(64), segment integer) "
+            "ON COMMIT DROP"
+        )
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {ASSIGNED} (candidate_id, segment) FROM STDIN") as copy:
+            for row in zip(candidate_ids, map(int, segments), strict=True):
+                copy.write_row(row)
+    else:
+        connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {ASSIGNED} (candidate_id TEXT, segment INTEGER)"
+        )
+        connection.exec_driver_sql(f"DELETE FROM {ASSIGNED}")
+        connection.exec_driver_sql(
+            f"INSERT INTO {ASSIGNED} (candidate_id, segment) VALUES (?, ?)",
+            list(zip(candidate_ids, map(int, segments), strict=True)),
+        )
+    version = {"version": model_version}
+    changed: int = connection.execute(
+        sa.text(
+            f"SELECT count(*) FROM {ASSIGNED} a LEFT JOIN segments s "
+            "ON s.candidate_id = a.candidate_id WHERE s.candidate_id IS NULL "
+            "OR s.segment <> a.segment OR s.model_version <> :version"
+        ),
+        version,
+    ).scalar_one()
+    connection.execute(
+        sa.text(
+            "INSERT INTO segments (candidate_id, segment, model_version, assigned_at) "
+            # WHERE true: SQLite's parser would take ON CONFLICT for a join constraint.
+            f"SELECT candidate_id, segment, :version, :now FROM {ASSIGNED} WHERE true "
+            "ON CONFLICT (candidate_id) DO UPDATE SET segment = excluded.segment, "
+            "model_version = excluded.model_version, assigned_at = excluded.assigned_at"
+        ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
+        {**version, "now": utcnow()},
+    )
+    if connection.dialect.name != "postgresql":
+        connection.exec_driver_sql(f"DELETE FROM {ASSIGNED}")
+    return int(changed)
 
 
 def store_segments(

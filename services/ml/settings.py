@@ -13,3 +13,7 @@ class MlSettings(ServiceSettings):
     ml_max_clusters: int = 8
     # Online assignment of new or changed candidates (the faust agent).
     ml_online_enabled: bool = True
+    # Candidate intake: records per poll, and lanes (each lane's share of a poll is one
+    # transaction and one bulk upsert).
+    ml_intake_batch: int = 5000
+    ml_intake_lanes: int = 2

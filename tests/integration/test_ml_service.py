@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bench.candidates_scale import synthetic_profiles as scale_profiles
 from infra.waiting import wait_for
 from services.ml.__main__ import compose
-from services.ml.models import Candidate, metadata
+from services.ml.models import Candidate, Segment, metadata
 from services.ml.settings import MlSettings
 from services.ml.stream import OnlineSegmentation
 from shared.envelope import Envelope, new_event
 from shared.events import (
     CandidateSegmented,
+    CandidateSegmentsAssigned,
     CandidateUpserted,
     Command,
     ModelTrained,
@@ -65,7 +67,12 @@ def ml(kit: ServiceKit) -> Iterator[Worker]:
 @pytest.fixture
 def collector(kafka_bootstrap: str, kit: ServiceKit) -> Iterator[EventCollector]:
     names = kit.names
-    topics = ["task.status", "ml.model_trained", "candidate.segmented"]
+    topics = [
+        "task.status",
+        "ml.model_trained",
+        "candidate.segmented",
+        "candidate.segments_assigned",
+    ]
     events = EventCollector(kafka_bootstrap, [names.topic(t) for t in topics])
     yield events
     events.close()
@@ -99,7 +106,7 @@ def train(kit: ServiceKit, collector: EventCollector, task_id: str, **kwargs: An
     return collector.wait_state(task_id, TaskState.SUCCESS)
 
 
-def test_training_then_assignment_emit_model_trained_and_candidate_segmented(
+def test_training_then_assignment_emit_model_trained_and_segments_in_a_batch(
     ml: Worker, kit: ServiceKit, collector: EventCollector
 ) -> None:
     profiles = synthetic_profiles(per_group=10)
@@ -124,22 +131,18 @@ def test_training_then_assignment_emit_model_trained_and_candidate_segmented(
     assert done.result is not None
     assert done.result["total_candidates"] == 30 and done.result["updated_candidates"] == 30
     assert done.result["model_version"] == version
-    segmented = wait_for(
-        lambda: (
-            found
-            if len(found := collector.of("candidate.segmented", lambda e: e.taskid == "assign-1"))
-            == 30
-            else None
-        ),
+    [batch] = wait_for(
+        lambda: collector.of("candidate.segments_assigned", lambda e: e.taskid == "assign-1"),
         20,
-        what="30 candidate.segmented events",
+        what="candidate.segments_assigned",
     )
+    assigned = batch.payload()
+    assert isinstance(assigned, CandidateSegmentsAssigned)
+    assert (assigned.model_version, assigned.part, assigned.parts) == (version, 1, 1)
+    assert set(assigned.segments) == {p["candidate_id"] for p in profiles}
     by_group: dict[str, set[int]] = {}
-    for event in segmented:
-        assigned = event.payload()
-        assert isinstance(assigned, CandidateSegmented)
-        assert event.subject == assigned.candidate_id and assigned.model_version == version
-        by_group.setdefault(assigned.candidate_id.split("-")[0], set()).add(assigned.segment)
+    for candidate_id, segment in assigned.segments.items():
+        by_group.setdefault(candidate_id.split("-")[0], set()).add(segment)
     assert sorted(len(s) for s in by_group.values()) == [1, 1, 1]
     assert len(set.union(*by_group.values())) == 3
 
@@ -192,15 +195,13 @@ def test_online_agent_segments_new_candidates_with_the_newest_model(
     )
     assert event.causationid == cause.id
     request(kit.producer, kit.names, SegmentationRequested(), "assign-a")
-    wait_for(
-        lambda: len(collector.of("candidate.segmented", lambda e: e.taskid == "assign-a")) == 25,
+    [assigned] = wait_for(
+        lambda: collector.of("candidate.segments_assigned", lambda e: e.taskid == "assign-a"),
         30,
         what="batch assignment",
     )
-    batch = {
-        e.subject: segment_of(e)
-        for e in collector.of("candidate.segmented", lambda e: e.taskid == "assign-a")
-    }
+    batch = assigned.payload().segments
+    assert len(batch) == 25
     # The online segment is the batch one: the newcomer sits with the candidates it copies.
     assert segment_of(event) == batch["newcomer"] == batch[profiles[-1]["candidate_id"]]
 
@@ -212,3 +213,78 @@ def test_online_agent_segments_new_candidates_with_the_newest_model(
         30,
         what="online assignment with the newer model",
     )
+
+
+SCALE = 20_000
+
+
+def test_twenty_thousand_upserts_are_stored_trained_on_and_assigned_in_batches(
+    ml: Worker, kit: ServiceKit, collector: EventCollector
+) -> None:
+    profiles = scale_profiles(SCALE, seed=11)
+    updated_at = datetime.now(UTC)
+    envelopes = [
+        new_event(
+            CandidateUpserted(**{**p, "updated_at": updated_at}),
+            source="test",
+            subject=p["candidate_id"],
+        )
+        for p in profiles
+    ]
+    # One of them again, older: it must not overwrite the newer profile.
+    stale = CandidateUpserted(
+        **{**profiles[0], "years_experience": 69.0, "updated_at": datetime(2020, 1, 1, tzinfo=UTC)}
+    )
+    envelopes.append(new_event(stale, source="test", subject=stale.candidate_id))
+    kit.producer.send_envelopes([(kit.names.topic("candidate.upserted"), e) for e in envelopes])
+    wait_for(lambda: stored_candidates(kit) == SCALE, 60, what=f"{SCALE} stored candidates")
+    with kit.db.session() as session:
+        kept = session.get(Candidate, profiles[0]["candidate_id"])
+        assert kept is not None and kept.years_experience == profiles[0]["years_experience"]
+        # Batched: far fewer intake transactions than candidates (one tracking row each,
+        # but profiles received within the same few instants).
+        distinct = session.scalar(sa.select(sa.func.count(sa.distinct(Candidate.received_at))))
+        assert distinct is not None and distinct < SCALE // 50
+
+    success = train(kit, collector, "train-scale")
+    assert success.result is not None
+    metrics = success.result["metrics"]
+    assert metrics["k_sample"] == SCALE and metrics["training_seconds"] > 0
+    assert {"silhouette", "calinski_harabasz", "davies_bouldin", "inertia"} <= set(metrics)
+    version = success.result["model_version"]
+    [trained] = wait_for(
+        lambda: collector.of("ml.model_trained", lambda e: e.taskid == "train-scale"),
+        10,
+        what="ml.model_trained",
+    )
+    assert trained.payload().metrics == metrics
+
+    request(kit.producer, kit.names, SegmentationRequested(), "assign-scale")
+    done = collector.wait_state("assign-scale", TaskState.SUCCESS, timeout=120)
+    assert done.result is not None and done.result["total_candidates"] == SCALE
+    assert done.result["changed_candidates"] == SCALE
+    parts = wait_for(
+        lambda: (
+            found
+            if len(
+                found := collector.of(
+                    "candidate.segments_assigned", lambda e: e.taskid == "assign-scale"
+                )
+            )
+            == 2
+            else None
+        ),
+        30,
+        what="two candidate.segments_assigned events",
+    )
+    events: dict[str, int] = {}
+    for part in parts:
+        payload = part.payload()
+        assert isinstance(payload, CandidateSegmentsAssigned) and payload.parts == 2
+        assert payload.model_version == version
+        events.update(payload.segments)
+    with kit.db.session() as session:
+        stored = dict(session.execute(sa.select(Segment.candidate_id, Segment.segment)).all())
+        versions = set(session.scalars(sa.select(Segment.model_version).distinct()))
+    assert stored == events and len(stored) == SCALE and versions == {version}
+    assert len(set(stored.values())) == success.result["n_clusters"]

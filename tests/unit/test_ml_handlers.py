@@ -19,6 +19,7 @@ from shared.db import Database
 from shared.envelope import Envelope, from_kafka, new_event
 from shared.events import (
     CandidateSegmented,
+    CandidateSegmentsAssigned,
     CandidateUpserted,
     ModelTrained,
     Payload,
@@ -136,10 +137,15 @@ def test_training_stores_the_model_and_emits_model_trained(
         "calinski_harabasz",
         "davies_bouldin",
         "inertia",
+        "k_sample",
+        "training_seconds",
     }
+    assert result["metrics"]["k_sample"] == 30  # under K_SAMPLE: every candidate
+    assert result["metrics"]["training_seconds"] > 0
     [event] = outcome.events
     trained = event.payload()
     assert isinstance(trained, ModelTrained)
+    assert trained.metrics == result["metrics"]
     assert event.subject == trained.model_version == result["model_version"]
     assert event.taskid == "task-t"
     with db.session() as session:
@@ -175,7 +181,7 @@ def test_assignment_without_a_model_is_a_permanent_error(
         handle(db, producer, assign_segments, SegmentationRequested())
 
 
-def test_assignment_segments_every_candidate_and_emits_one_event_each(
+def test_assignment_segments_every_candidate_and_emits_them_in_batches(
     db: Database, producer: RecordingProducer
 ) -> None:
     load(db, producer)
@@ -190,22 +196,25 @@ def test_assignment_segments_every_candidate_and_emits_one_event_each(
         "updated_candidates": 30,
         "changed_candidates": 30,
         "model_version": version,
+        "events": 1,
     }
-    segmented = {e.subject: e.payload() for e in outcome.events}
+    [event] = outcome.events
+    batch = event.payload()
+    assert isinstance(batch, CandidateSegmentsAssigned)
+    assert (batch.model_version, batch.part, batch.parts) == (version, 1, 1)
+    assert event.subject == f"{version}/1" and event.causationid is not None
+    segmented = batch.segments
     assert len(segmented) == 30
     by_group: dict[str, set[int]] = {}
-    for candidate_id, event in segmented.items():
-        assert isinstance(event, CandidateSegmented) and event.model_version == version
-        by_group.setdefault(candidate_id.split("-")[0], set()).add(event.segment)
+    for candidate_id, segment in segmented.items():
+        by_group.setdefault(candidate_id.split("-")[0], set()).add(segment)
     # Each synthetic group is one segment, and the groups are apart.
     assert all(len(segments) == 1 for segments in by_group.values())
     assert len(set.union(*by_group.values())) == 3
     with db.session() as session:
         rows = session.scalars(sa.select(Segment)).all()
-        assert {r.candidate_id: r.segment for r in rows} == {
-            cid: e.segment  # type: ignore[attr-defined]
-            for cid, e in segmented.items()
-        }
+        assert {r.candidate_id: r.segment for r in rows} == segmented
+        assert {r.model_version for r in rows} == {version}
     again = handle(db, producer, assign_segments, SegmentationRequested(), subject="again")
     assert again is not None and again.result is not None
     assert again.result["changed_candidates"] == 0
@@ -221,7 +230,8 @@ def test_assignment_of_given_candidates_reports_unknown_ids(
     assert outcome is not None and outcome.result is not None
     assert outcome.result["total_candidates"] == 2
     assert outcome.result["unknown_candidate_ids"] == ["nobody"]
-    assert sorted(e.subject for e in outcome.events) == ["g0-1", "g2-3"]
+    [event] = outcome.events
+    assert sorted(event.payload().segments) == ["g0-1", "g2-3"]  # type: ignore[attr-defined]
 
 
 def test_online_assigner_waits_for_a_model_then_follows_the_newest(
