@@ -160,6 +160,7 @@ class RecordExecutor:
         assert self.db is not None and self.store is not None
         session = self.db.sessions()
         outputs: list[OutgoingRecord] = []
+        handled: list[tuple[str, str, list[OutgoingRecord]]] = []
         try:
             for record in records:
                 if record.topic in self._raw:
@@ -179,8 +180,9 @@ class RecordExecutor:
                     ctx = HandlerContext(envelope, session, self.reporter, self.producer, None)
                     outcome = route.handler(envelope, payload, ctx) or HandlerOutcome()
                 emitted = [OutgoingRecord.of(self.names.topic(e.type), e) for e in outcome.events]
-                self.store.add(session, envelope.id, envelope.type, emitted)
+                handled.append((envelope.id, envelope.type, emitted))
                 outputs.extend(emitted)
+            self.store.add_many(session, handled)  # the group's tracking rows, one statement
             session.commit()
         except BaseException:
             session.rollback()

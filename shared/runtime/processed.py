@@ -4,7 +4,7 @@ purged after a retention period."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -44,14 +44,28 @@ class ProcessedEventStore:
         self, session: Session, event_id: str, event_type: str, outputs: list[OutgoingRecord]
     ) -> None:
         """Record the event as handled inside the caller's transaction."""
+        self.add_many(session, [(event_id, event_type, outputs)])
+
+    def add_many(
+        self, session: Session, handled: Sequence[tuple[str, str, list[OutgoingRecord]]]
+    ) -> None:
+        """Record several events (id, type, outputs) as handled in one statement (a group
+        commit's tracking rows: one INSERT each would cost a round trip per event)."""
+        if not handled:
+            return
+        now = datetime.now(UTC)
         session.execute(
-            sa.insert(self.table).values(
-                consumer=self.group,
-                event_id=event_id,
-                event_type=event_type,
-                outputs=encode_outputs(outputs),
-                handled_at=datetime.now(UTC),
-            )
+            sa.insert(self.table),
+            [
+                {
+                    "consumer": self.group,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "outputs": encode_outputs(outputs),
+                    "handled_at": now,
+                }
+                for event_id, event_type, outputs in handled
+            ],
         )
 
     def purge(self, retention: timedelta) -> int:
