@@ -1,6 +1,7 @@
 """The operator console's API (docs/architecture.md): workers and queues as Kafka knows them, a
 task's timeline, bulk revoke and replay by the task search's filters (a confirmation count
-first), and the overview's graphs from the read model."""
+first), the overview's graphs from the read model, and the platform accounts under a quota
+block."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from adplatforms.quota import ThrottleTable, remaining_of
 from services.gateway.api import DB, IdPath, OutboxDep, committed, get_or_404
 from services.gateway.auth import require
 from services.gateway.cluster import ClusterUnavailable, KafkaInspector, Queue, Worker
@@ -59,6 +62,41 @@ def list_queues(inspector: Inspector) -> list[Queue]:
         return inspector.queues()
     except ClusterUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+class ThrottleOut(BaseModel):
+    """A platform account's latest quota block, as the `platform.throttled` broadcast says."""
+
+    platform: str
+    account: str
+    until: datetime
+    blocked: bool
+    remaining_seconds: float
+    reason: str
+
+
+def throttles_of(request: Request) -> ThrottleTable:
+    """The gateway's throttle table (filled by its `platform.throttled` listener)."""
+    table: ThrottleTable | None = getattr(request.app.state, "throttles", None)
+    return table if table is not None else ThrottleTable()
+
+
+@router.get("/platforms/throttles", dependencies=[Depends(require("tasks:read"))])
+def list_throttles(table: Annotated[ThrottleTable, Depends(throttles_of)]) -> list[ThrottleOut]:
+    """Every platform account a worker was told to leave alone, newest block first: until
+    when, whether the block still holds (every publisher and sync worker defers its calls to
+    that account until then), and the platform's words."""
+    return [
+        ThrottleOut(
+            platform=block.platform,
+            account=block.account,
+            until=datetime.fromtimestamp(block.until, UTC),
+            blocked=remaining_of(block) > 0,
+            remaining_seconds=remaining_of(block),
+            reason=block.reason,
+        )
+        for block in table.blocks()
+    ]
 
 
 @router.get("/stats/tasks", dependencies=[Depends(require("tasks:read"))])

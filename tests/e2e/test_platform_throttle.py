@@ -1,7 +1,7 @@
 """Platform quotas shared by every worker, as processes on the real broker: when Meta throttles
 one publisher, both publishers and the sync worker learn the block from `platform.throttled`
-(each one's /metrics shows it), no call reaches the sandbox until it ends, and every task
-still ends SUCCESS afterwards with no dead letter."""
+(each one's /metrics shows it, and so do the gateway's console and /metrics), no call reaches
+the sandbox until it ends, and every task still ends SUCCESS afterwards with no dead letter."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from shared.events import (
 )
 from shared.producer import EventProducer
 from shared.topics import TopicNames
-from tests.conftest import Sandbox
+from tests.conftest import Gateway, Sandbox
 from tests.support.kafka import EventCollector, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -99,7 +99,11 @@ def workers(
 
 
 def test_a_meta_block_holds_every_worker_until_it_ends_and_every_task_succeeds(
-    kafka_bootstrap: str, names: TopicNames, sandbox: Sandbox, workers: dict[str, str]
+    kafka_bootstrap: str,
+    names: TopicNames,
+    sandbox: Sandbox,
+    workers: dict[str, str],
+    gateway: Gateway,
 ) -> None:
     collector = EventCollector(kafka_bootstrap, [names.topic("task.status")])
     producer = EventProducer(kafka_bootstrap, client_id="test-throttle")
@@ -127,6 +131,16 @@ def test_a_meta_block_holds_every_worker_until_it_ends_and_every_task_succeeds(
             timeout=10,
             what="every worker to know the block",
         )
+        # The console and the gateway's /metrics show it too.
+        wait_for(
+            lambda: throttled_until(f"{gateway.url}/metrics") >= block["until"] - 0.1,
+            timeout=10,
+            what="the gateway to know the block",
+        )
+        shown = gateway.client.get("/platforms/throttles").json()
+        assert [(b["platform"], b["account"], b["blocked"]) for b in shown] == [
+            ("meta", ACCOUNT, True)
+        ]
 
         later = [publish_command(i) for i in range(1, PUBLISHES)]
         sync = sync_command()

@@ -180,6 +180,14 @@ async function loadWorkers() {
     cell(m ? byTopic(m.partitions) : "")))));
 }
 
+async function loadThrottles() {
+  const blocks = await call("GET", "/platforms/throttles");
+  fill("throttles", blocks.length ? blocks.map(b => el("tr", null,
+    cell(b.platform), code(b.account), cell(b.blocked ? "BLOCKED" : "open"), cell(when(b.until)),
+    cell(b.blocked ? b.remaining_seconds.toFixed(1) + " s" : ""), cell(b.reason)))
+    : [el("tr", null, cell("no block signalled"))]);
+}
+
 async function loadQueues() {
   const queues = await call("GET", "/queues");
   fill("kafka-queues", queues.filter(q => q.partitions > 0).map(q => el("tr", null,
@@ -282,7 +290,7 @@ async function loadCampaigns() {
 // --- loading: each part on its own ---------------------------------------------------------
 const LOADERS = {
   overview: [["overview-error", loadLiveTasks], ["overview-error", loadGraphs]],
-  workers: [["workers-error", loadWorkers]],
+  workers: [["workers-error", loadWorkers], ["throttles-error", loadThrottles]],
   queues: [["queues-error", loadQueues]],
   tasks: [["search-error", () => search(false)]],
   dead: [["dead-error", loadDead], ["refused-error", loadRefused]],
