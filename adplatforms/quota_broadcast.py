@@ -100,14 +100,16 @@ class LiveWorkers(BackgroundLoop):
             self.refresh()
             self._stop.wait(self._interval)
 
-    def refresh(self) -> None:
+    def refresh(self) -> int:
+        """Count again; the count (the previous one when the broker does not answer)."""
         try:
             described = self._admin.describe_consumer_groups(self._groups, request_timeout=5)
             members = sum(len(f.result(timeout=10).members) for f in described.values())
         except (KafkaException, TimeoutError) as exc:
             log.debug("counting live workers failed: %s", exc)
-            return
+            return self.count
         self.count = max(1, members)
+        return self.count
 
 
 @dataclass

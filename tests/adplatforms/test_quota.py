@@ -116,3 +116,15 @@ def test_a_google_quota_error_blocks_the_customer_for_its_retry_delay(
     wait_for(lambda: quota.table.remaining("google", "1234567890") == 0, timeout=5)
     assert google.fetch_statuses_and_metrics() == []
     assert sandbox_block(graph, "google")["calls_during_block"] == 0
+
+
+def test_the_calls_per_second_limit_paces_every_adapter_call(
+    sandbox: PlatformSettings, graph: httpx.Client
+) -> None:
+    meta = MetaAdsPlatform(sandbox, PlatformQuota(limits={"meta": 5}))
+    before = graph.get("/stats").json()["requests_by_platform"]["meta"]
+    started = time.monotonic()
+    for _ in range(4):  # two calls each (listing and insights): a burst of 5, then 5 per second
+        meta.fetch_statuses_and_metrics()
+    assert time.monotonic() - started >= 0.55
+    assert graph.get("/stats").json()["requests_by_platform"]["meta"] - before == 8
