@@ -3,6 +3,7 @@ say how it went (`campaign.published`, or `campaign.publish_failed` once retries
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from shared.retry import PermanentError
 from shared.runtime import HandlerContext, HandlerOutcome
 
 SOURCE = "publisher"
+log = logging.getLogger(__name__)
 
 
 class ProgressJournal:
@@ -46,6 +48,13 @@ class ProgressJournal:
         self.inner.record(step, external_id)
         done = len(self.inner.created())
         self.ctx.progress(int(100 * done / len(self.steps)), {"step": step})
+
+
+def _keep_ids(journal: DbStepJournal) -> None:
+    try:
+        journal.flush()
+    except Exception:  # the retry then finds the created objects by their tags
+        log.warning("could not save the ids created before a failed call", exc_info=True)
 
 
 def spec_of(command: PublishRequested) -> CampaignSpec:
@@ -76,7 +85,12 @@ class PublishCampaign:
         platform = factory()
         stored = DbStepJournal(self.db, command.campaign_id, command.platform)
         journal: StepJournal = ProgressJournal(stored, platform.steps, ctx)
-        external_ids = platform.create_campaign_flow(spec_of(command), journal)
+        stored.begin(platform.steps)
+        try:
+            external_ids = platform.create_campaign_flow(spec_of(command), journal)
+        except Exception:
+            _keep_ids(stored)  # a retry skips what was created
+            raise
         stored.flush()
         published = CampaignPublished(
             campaign_id=command.campaign_id,

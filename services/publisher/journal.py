@@ -1,8 +1,9 @@
-"""The publish step journal in the publisher's tables. An attempt is committed before its
-platform call; a created id is committed together with the next attempt (or by `flush()`
-when the flow ends), so each step costs one transaction. A crash between a create and that
-commit leaves the step only "attempted", which the adapters resolve by finding the object by
-its tag on the platform — never by creating it again."""
+"""The publish step journal in the publisher's tables, two transactions per publish:
+`begin(steps)` commits every step of the flow as attempted before the first platform call,
+and `flush()` commits the created ids when the flow ends (or stops on a failed call). A step
+an earlier run attempted but did not record may exist on the platform: the adapters look it up
+by its tag before creating it again (adplatforms/steps.py), so a crash at any point never
+creates an object twice; it only costs those lookups on the retry."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class DbStepJournal:
         self.db = db
         self.campaign_id = campaign_id
         self.platform = platform
-        self._attempted: set[str] = set()
+        self._attempted: set[str] = set()  # by an earlier run: the object may exist
+        self._planned: set[str] = set()  # committed as attempted by this run's begin()
         self._ids: dict[str, str] = {}
         self._unsaved: dict[str, tuple[str, datetime]] = {}
         with db.engine.connect() as conn:
@@ -43,20 +45,32 @@ class DbStepJournal:
     def was_attempted(self, step: str) -> bool:
         return step in self._attempted
 
+    def begin(self, steps: tuple[str, ...]) -> None:
+        """Commit every step not attempted before as attempted, in one transaction, before
+        the flow's first platform call."""
+        fresh = [s for s in steps if s not in self._attempted and s not in self._ids]
+        if fresh:
+            now = _now()
+            with self.db.engine.begin() as conn:
+                conn.execute(sa.insert(STEPS), [self._row(s, attempted_at=now) for s in fresh])
+        self._planned.update(fresh)
+
     def mark_attempt(self, step: str) -> None:
-        """Commit the attempt, and every id recorded since the last commit, before the call."""
+        """A step outside begin()'s plan commits its own attempt (and the ids so far)."""
+        if step in self._planned:
+            return
         with self.db.engine.begin() as conn:
             self._save_ids(conn)
             if step not in self._attempted:
                 conn.execute(sa.insert(STEPS).values(self._row(step, attempted_at=_now())))
-        self._attempted.add(step)
+        self._planned.add(step)
 
     def record(self, step: str, external_id: str) -> None:
         self._ids[step] = external_id
         self._unsaved[step] = (external_id, _now())
 
     def flush(self) -> None:
-        """Commit the ids recorded since the last attempt (the end of a flow)."""
+        """Commit the ids recorded since the last commit (the end of a flow)."""
         if self._unsaved:
             with self.db.engine.begin() as conn:
                 self._save_ids(conn)
@@ -77,7 +91,7 @@ class DbStepJournal:
                         self._row(step, attempted_at=at, external_id=external_id, created_at=at)
                     )
                 )
-            self._attempted.add(step)
+            self._planned.add(step)
         self._unsaved.clear()
 
     def _row(self, step: str, **values: object) -> dict[str, object]:

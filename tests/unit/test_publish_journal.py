@@ -1,10 +1,13 @@
-"""The publisher's step journal on its tables: one transaction per step, and what a restart
+"""The publisher's step journal on its tables: two transactions per publish, and what a restart
 sees at each point of the flow."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from adplatforms.steps import run_steps
 from services.publisher.journal import DbStepJournal
 from services.publisher.models import metadata
 from shared.db import Database
@@ -39,3 +42,38 @@ def test_an_object_found_on_the_platform_without_an_attempt_is_recorded(tmp_path
     restarted = DbStepJournal(db, "c2", "google")
     assert restarted.created_id("budget") == "b-1" and restarted.was_attempted("budget")
     assert DbStepJournal(db, "other", "google").created() == {}
+
+
+def test_a_planned_flow_commits_twice_and_a_restart_looks_up_every_unrecorded_step(
+    tmp_path: Path,
+) -> None:
+    db = journal_db(tmp_path)
+    commits: list[int] = []
+    sa.event.listen(db.engine, "commit", lambda conn: commits.append(1))
+    steps = ("campaign", "adset", "creative", "ad")
+    journal = DbStepJournal(db, "c3", "meta")
+    journal.begin(steps)
+    assert len(commits) == 1  # every attempt is durable before the first call
+    crashed = DbStepJournal(db, "c3", "meta")
+    assert all(crashed.was_attempted(s) for s in steps) and crashed.created() == {}
+    created: list[str] = []
+
+    def create(step: str, ids: object) -> str:
+        created.append(step)
+        return f"id-{step}"
+
+    ids = run_steps(steps, journal, lambda step, ids: None, create)
+    journal.flush()
+    assert len(commits) == 2 and created == list(steps)  # no per-step transaction, no lookup
+    assert DbStepJournal(db, "c3", "meta").created() == ids
+    # A restart after the crash above looks each planned step up before creating it again.
+    looked_up: list[str] = []
+
+    def find(step: str, ids: object) -> str | None:
+        looked_up.append(step)
+        return "found-campaign" if step == "campaign" else None
+
+    crashed.begin(steps)
+    resumed = run_steps(steps, crashed, find, create)
+    assert looked_up == list(steps) and resumed["campaign"] == "found-campaign"
+    assert created == [*steps, "adset", "creative", "ad"]
