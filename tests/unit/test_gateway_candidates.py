@@ -1,20 +1,24 @@
 """The gateway's bulk candidate intake, in-process: a JSON list, the wrapped form and NDJSON
 each become one `candidate.upserted` per profile in the outbox; the cap is a 413, a bad item
-or line a 422 naming it, and a refused request adds nothing to the outbox."""
+or line a 422 naming it, and a refused request adds nothing to the outbox. Also the
+projection of batch segment assignments behind GET /segments."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from bench.candidates_scale import synthetic_profiles
-from services.gateway.candidates import MAX_CANDIDATES
-from shared.envelope import from_kafka
-from shared.events import CandidateUpserted
+from services.gateway.candidates import MAX_CANDIDATES, segments_assigned
+from shared.envelope import from_kafka, new_event
+from shared.events import CandidateSegmentsAssigned, CandidateUpserted
+from shared.runtime import HandlerContext
+from shared.tasks import TaskStatusReporter
+from shared.topics import TopicNames
 from tests.support.gateway import InProcessGateway, in_process_gateway
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -124,3 +128,27 @@ def test_candidates_need_the_ml_write_scope(gw: InProcessGateway) -> None:
     )
     assert response.status_code == 403
     assert gw.outbox_rows() == []
+
+
+def test_batch_segments_are_projected_for_get_segments(gw: InProcessGateway) -> None:
+    def project(segments: dict[str, int], version: str) -> None:
+        event = CandidateSegmentsAssigned(model_version=version, segments=segments, part=1, parts=1)
+        envelope = new_event(event, source="ml", subject=f"{version}/1")
+        with gw.db.session() as session:
+            reporter = TaskStatusReporter(TopicNames("unit."), "gateway")
+            ctx = HandlerContext(envelope, session, reporter, cast(Any, None), None)
+            segments_assigned(envelope, event, ctx)
+
+    project({f"c{i}": i % 3 for i in range(30)}, "v1")
+    project({"c0": 2, "c31": 1}, "v2")  # a later assignment overwrites and adds
+    assert gw.client.get("/api/v1/segments/c0").json() == {
+        "candidate_id": "c0",
+        "segment": 2,
+        "model_version": "v2",
+    }
+    assert gw.client.get("/api/v1/segments/c4").json()["segment"] == 1
+    counts = {
+        (s["segment"], s["model_version"]): s["candidates"]
+        for s in gw.client.get("/api/v1/segments").json()
+    }
+    assert sum(counts.values()) == 31 and counts[(1, "v2")] == 1
