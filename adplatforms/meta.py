@@ -56,9 +56,10 @@ WHOLE_UNIT_CURRENCIES = frozenset(
 )
 # The aggregate of every lead action; other action types (clicks, engagement) are not conversions.
 LEAD_ACTION = "lead"
-# Rows per page of the account-level campaign listing and insights that sync reads: the
-# largest the Graph API accepts on these edges (docs/platforms.md, "Page sizes"), so 10,000
-# campaigns take two pages of each.
+# Rows per page of the account-level campaign listing and insights that sync reads, so
+# 10,000 campaigns take two pages of each. Meta publishes no per-edge maximum; the cursor is
+# followed to the end, so a lower cap on Meta's side costs calls, never campaigns
+# (docs/platforms.md, "Page sizes and sync at scale").
 SYNC_PAGE_LIMIT = 5000
 
 

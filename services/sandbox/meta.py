@@ -349,7 +349,8 @@ class MetaGraph:
         except (TypeError, ValueError) as exc:
             raise invalid("Param limit must be an integer") from exc
         if not 1 <= limit <= MAX_PAGE_LIMIT:
-            # The Graph API refuses a page larger than the edge's maximum; it does not clamp.
+            # Stricter than Meta, which may serve a shorter page: asking for more than the
+            # page size we rely on must fail a test, not pass unnoticed.
             raise invalid(f"Param limit must be a number between 1 and {MAX_PAGE_LIMIT}")
         try:
             start = int(base64.b64decode(params["after"]).decode()) if params.get("after") else 0
