@@ -50,7 +50,12 @@ def main() -> None:
     throttles = ThrottleTable()  # for the console and /metrics: platform.throttled, read whole
     throttle_feed = throttle_listener(kit, throttles)
     # Projections commit a poll batch per lane in one transaction; few lanes, one writer.
-    runtime = kit.runtime("gateway.read-model", group_commit=True, lanes=settings.read_model_lanes)
+    runtime = kit.runtime(
+        "gateway.read-model",
+        group_commit=True,
+        lanes=settings.read_model_lanes,
+        max_in_flight=settings.read_model_max_in_flight,
+    )
     runtime.register(TaskStatus, project_task_status)
     campaigns, segments = CampaignProjection(), SegmentProjection()
     runtime.register(CampaignPublished, campaigns.published)

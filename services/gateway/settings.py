@@ -22,6 +22,10 @@ class GatewaySettings(ServiceSettings):
     http_port: int = 8000
     # Lanes of the read-model consumer (its projections group-commit per lane).
     read_model_lanes: int = Field(default=2, ge=1, le=64)
+    # Records the read-model consumer holds in flight. Projections are small and group-commit,
+    # so a wide window costs little, and a burst (a sync's 10,000 metric events) flows instead
+    # of stalling on backpressure's pause, seek and refetch every 512 records.
+    read_model_max_in_flight: int = Field(default=4096, ge=1)
     # Largest request body accepted (413 above it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Lifetime of a WebSocket ticket (POST /api/v1/tickets).

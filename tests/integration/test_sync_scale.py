@@ -89,11 +89,14 @@ def sync_kit(service_settings: dict[str, Any], sandbox: Sandbox) -> Iterator[Ser
 @pytest.fixture
 def read_model(service_settings: dict[str, Any]) -> Iterator[ServiceKit]:
     """The gateway's read-model consumer with its campaign projections, registered as
-    `services.gateway` registers them (group commit, its default lanes)."""
+    `services.gateway` registers them (group commit, its lanes and in-flight window)."""
     settings = GatewaySettings(**service_settings)
     kit = build_kit("gateway", settings, gateway_metadata)
     runtime: ConsumerRuntime = kit.runtime(
-        "gateway.read-model", group_commit=True, lanes=settings.read_model_lanes
+        "gateway.read-model",
+        group_commit=True,
+        lanes=settings.read_model_lanes,
+        max_in_flight=settings.read_model_max_in_flight,
     )
     campaigns = CampaignProjection()
     runtime.register(CampaignStatusChanged, campaigns.status_changed)
