@@ -354,7 +354,7 @@ class MetaGraph:
             raise invalid(f"Param limit must be a number between 1 and {MAX_PAGE_LIMIT}")
         try:
             start = int(base64.b64decode(params["after"]).decode()) if params.get("after") else 0
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:  # a JSON `after` arrives decoded: not a cursor
             raise invalid("Param after must be a cursor from paging") from exc
         if start < 0:
             raise invalid("Param after must be a cursor from paging")

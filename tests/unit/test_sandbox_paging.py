@@ -3,6 +3,7 @@ paging on the listing and insights edges, and Google's SearchStream over many ro
 
 from __future__ import annotations
 
+import base64
 import importlib
 from typing import Any
 
@@ -86,8 +87,9 @@ def test_default_page_is_25_and_insights_page_the_same_way(
 
 def test_a_forged_cursor_is_refused(graph: TestClient, state: SandboxState) -> None:
     state.seed_campaigns("meta", ACCOUNT, 3)
-    answer = graph.get(f"/v23.0/{ACCOUNT}/campaigns", params={**TOKEN, "after": "%%%"})
-    assert answer.status_code == 400 and answer.json()["error"]["code"] == 100
+    for forged in ("%%%", '{"a": 1}', "[1]", base64.b64encode(b"-3").decode()):
+        answer = graph.get(f"/v23.0/{ACCOUNT}/campaigns", params={**TOKEN, "after": forged})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == 100, forged
 
 
 def test_seed_endpoint_validates_and_counts_requests_per_platform(
