@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import adflux_stack
 from bench.celery_baseline import run as celery_baseline
+from bench.cpu import CpuUse, broker_session, measured
 from bench.http_load import Burst, TaskFront, burst, sequential
 from bench.report import Section, percentile
 
+ROOT = Path(__file__).resolve().parents[1]
 TASK = {"name": "metrics.refresh", "kwargs": {"platform": "meta"}}
 SEQUENTIAL, WARMUP = 200, 20
 BURST_TASKS, BURST_CLIENTS = 2000, 16
@@ -22,22 +25,21 @@ class Measured:
     p50_ms: float
     p99_ms: float
     burst: Burst
+    burst_cpu: CpuUse
 
 
-def _measure(front: TaskFront) -> Measured:
+def _measure(front: TaskFront, sessions: dict[str, int]) -> Measured:
     latencies = sequential(front, SEQUENTIAL, WARMUP)
-    return Measured(
-        percentile(latencies, 0.5),
-        percentile(latencies, 0.99),
-        burst(front, BURST_TASKS, BURST_CLIENTS),
-    )
+    with measured(sessions) as cpu:
+        result = burst(front, BURST_TASKS, BURST_CLIENTS)
+    return Measured(percentile(latencies, 0.5), percentile(latencies, 0.99), result, cpu)
 
 
 def _celery() -> tuple[Measured, str]:
     shape = celery_baseline.worker_shape()
-    with celery_baseline.running(shape) as base:
-        front = TaskFront(base, "/tasks", "/tasks", TASK, {})
-        return _measure(front), shape.describe()
+    with celery_baseline.running(shape) as baseline:
+        front = TaskFront(baseline.base, "/tasks", "/tasks", TASK, {})
+        return _measure(front, baseline.sessions), shape.describe()
 
 
 def _adflux(bootstrap: str, database_url: str) -> Measured:
@@ -49,7 +51,8 @@ def _adflux(bootstrap: str, database_url: str) -> Measured:
             TASK,
             {"Authorization": f"Bearer {adflux_stack.TOKEN}"},
         )
-        return _measure(front)
+        sessions = {p.name: p.proc.pid for p in stack.processes if p.proc is not None}
+        return _measure(front, sessions | broker_session(ROOT))
 
 
 def run(bootstrap: str, database_url: str) -> Section:
@@ -89,5 +92,8 @@ def run(bootstrap: str, database_url: str) -> Section:
             "Celery: FastAPI front (apply_async / AsyncResult) + worker, redis-server on loopback",
             f"latency: POST until a GET returns SUCCESS (polled every 2 ms), after {WARMUP} "
             "warm-up tasks; burst: each client POSTs its share, then polls its own tasks",
+            "CPU per task in the burst, every process of each system (Linux /proc): Celery "
+            f"{celery.burst_cpu.describe(BURST_TASKS)}; AdFlux "
+            f"{adflux.burst_cpu.describe(BURST_TASKS)}",
         ],
     )

@@ -88,9 +88,17 @@ def _redis_server() -> str:
     return found.stdout.strip().splitlines()[-1]
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The running baseline: its front's URL and each process's session (for CPU use)."""
+
+    base: str
+    sessions: dict[str, int]
+
+
 @contextmanager
-def running(shape: WorkerShape) -> Iterator[str]:
-    """Redis, worker and front up; yields the front's base URL."""
+def running(shape: WorkerShape) -> Iterator[Baseline]:
+    """Redis, worker and front up."""
     workdir = Path(tempfile.mkdtemp(prefix="adflux-bench-celery-"))
     campaigns = workdir / "campaigns.db"
     with sqlite3.connect(campaigns) as conn:
@@ -125,7 +133,7 @@ def running(shape: WorkerShape) -> Iterator[str]:
                 return False
 
         wait_for(front_answers, 60, 0.2, "the Celery baseline's front")
-        yield base
+        yield Baseline(base, {p.name: p.proc.pid for p in processes})
         finished = True
     finally:
         for process in reversed(processes):
