@@ -10,7 +10,9 @@ all of them, as before. Prediction runs in chunks of `PREDICT_CHUNK` rows."""
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,23 +63,40 @@ def profiles_frame(profiles: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(PROFILE_COLUMNS))
 
 
-def split_skills(joined: str) -> list[str]:
-    """The analyzer of the skills vectorizer (module level, so the pipeline pickles)."""
-    return [skill for skill in joined.split(SKILL_SEPARATOR) if skill]
+@functools.lru_cache(maxsize=65_536)
+def split_skills(joined: str) -> tuple[str, ...]:
+    """The analyzer of the skills vectorizer (module level, so the pipeline pickles; cached,
+    since many candidates share a skill set)."""
+    return tuple(skill for skill in joined.split(SKILL_SEPARATOR) if skill)
 
 
 def _skill_list(value: Any) -> list[str]:
+    if isinstance(value, str):  # as stored: a JSON list
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
     if not isinstance(value, list | tuple | np.ndarray):
         return []
     skills = {str(skill).strip().lower() for skill in value}
     return sorted(skill.replace(SKILL_SEPARATOR, " ") for skill in skills if skill)
 
 
+def _skill_lists(values: pd.Series) -> pd.Series:
+    """Each row's normalised skills; stored JSON texts are parsed once per distinct text."""
+    try:
+        distinct = pd.unique(values)
+    except TypeError:  # lists (profiles from events): nothing to share
+        return values.map(_skill_list)
+    parsed = {value: _skill_list(value) for value in distinct}
+    return values.map(parsed)
+
+
 def prepare_features(profiles: pd.DataFrame) -> pd.DataFrame:
     """The model's input columns: numeric experience, ordinal education, skill count,
     desired salary (NaN when unknown, imputed by the pipeline), normalised location and the
     skills joined into one token string."""
-    skills = profiles["skills"].map(_skill_list)
+    skills = _skill_lists(profiles["skills"])
     location = profiles["location"].fillna("").astype(str).str.strip().str.lower()
     return pd.DataFrame(
         {
