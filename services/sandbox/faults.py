@@ -97,6 +97,14 @@ class FaultInjector:
         with self._lock:
             return {platform: block.report(now) for platform, block in self._blocks.items()}
 
+    def may_delay(self, platform: str) -> bool:
+        """Whether a latency rule could fire for a call to `platform` now."""
+        with self._lock:
+            return any(
+                r.kind == "latency" and r.platform == platform and (r.count is None or r.count > 0)
+                for r in self._rules
+            )
+
     def draw(self, platform: str, operation: str) -> FaultRule | None:
         """The rule that fires for this call, if any (consumes one of its `count`). While a
         platform is blocked, every call gets a `throttle` rule with the time left."""

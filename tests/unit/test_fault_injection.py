@@ -59,3 +59,13 @@ def test_a_throttle_rule_blocks_its_platform_and_counts_the_calls_during_the_blo
     assert report["calls_during_block"] == 1 and report["remaining"] == 0
     assert isinstance(report["first_call_after_block"], float)
     assert report["first_call_after_block"] >= report["until"]  # type: ignore[operator]
+
+
+def test_only_a_latency_rule_that_can_still_fire_sends_calls_off_the_event_loop() -> None:
+    faults = FaultInjector()
+    faults.add(FaultRule(platform="meta", kind="transient"))
+    assert not faults.may_delay("meta")
+    faults.add(FaultRule(platform="google", kind="latency", latency_ms=5, count=1))
+    assert faults.may_delay("google") and not faults.may_delay("meta")
+    faults.draw("google", "mutate")  # its one firing
+    assert not faults.may_delay("google")
