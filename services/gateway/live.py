@@ -103,9 +103,11 @@ class _Recent:
 
 class LiveTasks:
     """The transitions of the `capacity` most recently changed tasks (the last `keep` of each),
-    fed by every `task.status` record; each accepted transition goes to the hub."""
+    fed by every `task.status` record; each accepted transition goes to the hub. The read
+    model commits a transition milliseconds after it is consumed, so a small window is
+    enough; a task that fell out of it is answered from the read model alone."""
 
-    def __init__(self, hub: TaskUpdateHub, capacity: int = 50_000, keep: int = 20) -> None:
+    def __init__(self, hub: TaskUpdateHub, capacity: int = 10_000, keep: int = 10) -> None:
         self.hub = hub
         self.capacity = capacity
         self.keep = keep
