@@ -30,7 +30,13 @@ class TaskFilter(BaseModel):
     until: AwareDatetime | None = Field(default=None, description="Updated before")
     error: Annotated[
         str | None,
-        Field(min_length=1, max_length=200, description="Text in the error (case-insensitive)"),
+        # No control characters: no database stores NUL in text (PostgreSQL refuses it).
+        Field(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="Text in the error (case-insensitive)",
+        ),
     ] = None
 
     @field_validator("state", mode="before")

@@ -186,10 +186,19 @@ def test_read_model_follows_status_and_domain_events(
         "campaign active",
     )
     assert campaign["external_ids"] == {"campaign": "123"}
-    listed = gateway.client.get(
-        "/tasks", params={"state": "SUCCESS", "name": "campaign.publish"}
-    ).json()
+    # Listings read the read model, which commits a transition after GET /tasks/{id} (the
+    # live view) shows it.
+    listed = wait_for(
+        lambda: gateway.client.get(
+            "/tasks", params={"state": "SUCCESS", "name": "campaign.publish"}
+        ).json(),
+        30,
+        0.1,
+        "the task listed as SUCCESS",
+    )
     assert [t["task_id"] for t in listed] == [task_id]
+    stored = gateway.client.get(f"/tasks/{task_id}").json()
+    assert [h["state"] for h in stored["history"]] == ["PENDING", "STARTED", "PROGRESS", "SUCCESS"]
 
 
 def test_websocket_streams_every_transition(

@@ -175,3 +175,12 @@ def test_every_console_endpoint_is_in_the_openapi_schema(gw: InProcessGateway) -
     ):
         assert path in paths, path
     assert "X-Next-Cursor" in paths["/api/v1/tasks"]["get"]["responses"]["200"]["headers"]
+
+
+def test_an_error_filter_with_control_characters_is_a_422_naming_it(gw: InProcessGateway) -> None:
+    bulk = gw.client.post("/api/v1/tasks/revoke", json={"error": "r\u0000x"})
+    listing = gw.client.get("/api/v1/tasks", params={"error": "a\x7fb"})
+    for answer in (bulk, listing):
+        assert answer.status_code == 422, answer.text
+        assert "error" in str(answer.json()["detail"])
+    assert gw.client.post("/api/v1/tasks/revoke", json={"error": "timeout"}).status_code == 200
