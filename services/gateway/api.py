@@ -96,7 +96,8 @@ def committed(session: Session, request: Request, *changed: Task) -> None:
         request.app.state.hub.publish(task_update(task, task.updated_at))
 
 
-def outbox_of(request: Request) -> Outbox:
+async def outbox_of(request: Request) -> Outbox:
+    # Async: a sync dependency costs every request a hop to the thread pool.
     outbox: Outbox = request.app.state.outbox
     return outbox
 
