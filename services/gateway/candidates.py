@@ -60,7 +60,7 @@ def parse_json(body: bytes) -> list[CandidateUpserted]:
     """A JSON list of profiles, or `{"candidates": [...]}` (the original form)."""
     try:
         shape = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise BadCandidates(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [{"type": "json_invalid", "loc": ["body"], "msg": f"invalid JSON: {exc}"}],
