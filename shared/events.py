@@ -156,6 +156,15 @@ class CandidateUpserted(Payload):
     updated_at: datetime
 
 
+class CandidatesUpserted(Payload):
+    """Many candidates' current profiles in one record: what the bulk intake produces, so
+    that a record's costs (envelope, outbox row, tracking row) are paid once per batch. The
+    ML service stores them like `candidate.upserted`; they feed training and the batch
+    assignment, and are not assigned online one by one."""
+
+    candidates: list[CandidateUpserted] = Field(min_length=1, max_length=MAX_IDS_PER_COMMAND)
+
+
 class CampaignPublished(Payload):
     campaign_id: str
     platform: Platform
@@ -339,6 +348,7 @@ EVENTS: tuple[EventDeclaration, ...] = (
             "candidate.upserted.dlq."
         ),
     ),
+    EventDeclaration("candidate.batch_upserted", CandidatesUpserted),
     EventDeclaration("campaign.published", CampaignPublished),
     EventDeclaration("campaign.publish_failed", CampaignPublishFailed),
     EventDeclaration("campaign.status_changed", CampaignStatusChanged),

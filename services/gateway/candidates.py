@@ -1,6 +1,7 @@
 """Candidates in bulk: the gateway's intake (`POST /api/v1/candidates`, a JSON list or NDJSON
-of at most MAX_CANDIDATES profiles, each becoming a `candidate.upserted` through the outbox in
-one transaction) and its projection of batch segment assignments into `candidate_segments`."""
+of at most MAX_CANDIDATES profiles, sent as `candidate.batch_upserted` records through the
+outbox in one transaction) and its projection of batch segment assignments into
+`candidate_segments`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from services.gateway.auth import require
 from services.gateway.models import CandidateSegment, metadata
 from services.gateway.schemas import ERROR_RESPONSES, unstorable_text, validation_errors
 from shared.envelope import Envelope, new_event
-from shared.events import MAX_IDS_PER_COMMAND, CandidateSegmentsAssigned, CandidateUpserted
+from shared.events import (
+    MAX_IDS_PER_COMMAND,
+    CandidateSegmentsAssigned,
+    CandidatesUpserted,
+    CandidateUpserted,
+)
 from shared.outbox import Outbox, RecordTooLarge
 from shared.runtime import HandlerContext
 
@@ -29,6 +35,8 @@ router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 MAX_CANDIDATES = MAX_IDS_PER_COMMAND
 MAX_BULK_BODY_BYTES = 32 * 1024 * 1024
 NDJSON = "application/x-ndjson"
+# Profiles travel in records of at most this much JSON (the broker takes ~1 MB a record).
+BATCH_BYTES = 512 * 1024
 # A bad NDJSON body reports this many bad lines at most.
 MAX_REPORTED_ERRORS = 20
 
@@ -132,13 +140,33 @@ def parse_candidates(body: bytes, content_type: str) -> list[CandidateUpserted]:
     return profiles
 
 
+def batches(profiles: list[CandidateUpserted]) -> list[list[CandidateUpserted]]:
+    """The profiles in order, cut into batches whose JSON stays within BATCH_BYTES."""
+    cut: list[list[CandidateUpserted]] = [[]]
+    size = 0
+    for profile in profiles:
+        length = len(profile.model_dump_json()) + 1
+        if cut[-1] and size + length > BATCH_BYTES:
+            cut.append([])
+            size = 0
+        cut[-1].append(profile)
+        size += length
+    return cut
+
+
 def enqueue(session: Session, outbox: Outbox, profiles: list[CandidateUpserted]) -> int:
-    """A `candidate.upserted` per profile into the outbox, in the caller's transaction."""
+    """The profiles into the outbox as `candidate.batch_upserted` records, in the caller's
+    transaction."""
     envelopes: list[Envelope] = [
-        new_event(p, source="gateway", subject=p.candidate_id) for p in profiles
+        new_event(
+            CandidatesUpserted(candidates=batch),
+            source="gateway",
+            subject=batch[0].candidate_id,
+        )
+        for batch in batches(profiles)
     ]
     outbox.add_many(session, envelopes)
-    return len(envelopes)
+    return len(profiles)
 
 
 @router.post(
@@ -166,8 +194,8 @@ def enqueue(session: Session, outbox: Outbox, profiles: list[CandidateUpserted])
     },
 )
 async def upsert_candidates(request: Request) -> dict[str, int]:
-    """Accept candidate profiles in bulk: each becomes a `candidate.upserted` event, all of
-    them committed to the outbox together (202 once stored; none on any error)."""
+    """Accept candidate profiles in bulk: they travel as `candidate.batch_upserted` records,
+    all committed to the outbox together (202 once stored; none on any error)."""
     body = await request.body()
     content_type = request.headers.get("content-type", "application/json")
     return await run_in_threadpool(_accept, request, body, content_type)

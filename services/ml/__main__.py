@@ -5,11 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.ml.handlers import INTAKE_GROUP, TrainModel, assign_segments, store_candidate
+from services.ml.handlers import (
+    INTAKE_GROUP,
+    TrainModel,
+    assign_segments,
+    store_candidate,
+    store_candidates,
+)
 from services.ml.models import metadata
 from services.ml.settings import MlSettings
 from services.ml.stream import OnlineAssigner, OnlineSegmentation
-from shared.events import CandidateUpserted, SegmentationRequested, TrainingRequested
+from shared.events import (
+    CandidatesUpserted,
+    CandidateUpserted,
+    SegmentationRequested,
+    TrainingRequested,
+)
 from shared.service import ServiceKit, Worker, build_kit, serve
 from shared.settings import get_settings
 
@@ -27,6 +38,7 @@ def compose(kit: ServiceKit, settings: MlSettings) -> Worker:
         lanes=settings.ml_intake_lanes,
     )
     intake.register(CandidateUpserted, store_candidate)
+    intake.register(CandidatesUpserted, store_candidates)
     runtime = kit.runtime()
     runtime.register(
         TrainingRequested,

@@ -22,6 +22,7 @@ from shared.envelope import Envelope, caused_by
 from shared.events import (
     MAX_IDS_PER_COMMAND,
     CandidateSegmentsAssigned,
+    CandidatesUpserted,
     CandidateUpserted,
     ModelTrained,
     SegmentationRequested,
@@ -62,6 +63,13 @@ def store_candidate(envelope: Envelope, profile: CandidateUpserted, ctx: Handler
         pending = session.info[PENDING_PROFILES] = []
         sa.event.listen(session, "before_commit", _store_pending_profiles, once=True)
     pending.append(profile)
+
+
+def store_candidates(envelope: Envelope, batch: CandidatesUpserted, ctx: HandlerContext) -> None:
+    """Handles `candidate.batch_upserted` (the bulk intake): its profiles join the
+    transaction's batch as `store_candidate` does."""
+    for profile in batch.candidates:
+        store_candidate(envelope, profile, ctx)
 
 
 def _store_pending_profiles(session: Session) -> None:

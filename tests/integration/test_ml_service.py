@@ -21,6 +21,7 @@ from shared.envelope import Envelope, new_event
 from shared.events import (
     CandidateSegmented,
     CandidateSegmentsAssigned,
+    CandidatesUpserted,
     CandidateUpserted,
     Command,
     ModelTrained,
@@ -223,20 +224,28 @@ def test_twenty_thousand_upserts_are_stored_trained_on_and_assigned_in_batches(
 ) -> None:
     profiles = scale_profiles(SCALE, seed=11)
     updated_at = datetime.now(UTC)
-    envelopes = [
+    upserts = [CandidateUpserted(**{**p, "updated_at": updated_at}) for p in profiles]
+    # Half one record per candidate (as upstream producers send them), half in records of
+    # 1,000 (as the gateway's bulk intake sends them).
+    half = SCALE // 2
+    singles = [new_event(u, source="test", subject=u.candidate_id) for u in upserts[half:]]
+    batches = [
         new_event(
-            CandidateUpserted(**{**p, "updated_at": updated_at}),
+            CandidatesUpserted(candidates=upserts[i : i + 1000]),
             source="test",
-            subject=p["candidate_id"],
+            subject=upserts[i].candidate_id,
         )
-        for p in profiles
+        for i in range(0, half, 1000)
     ]
     # One of them again, older: it must not overwrite the newer profile.
     stale = CandidateUpserted(
         **{**profiles[0], "years_experience": 69.0, "updated_at": datetime(2020, 1, 1, tzinfo=UTC)}
     )
-    envelopes.append(new_event(stale, source="test", subject=stale.candidate_id))
-    kit.producer.send_envelopes([(kit.names.topic("candidate.upserted"), e) for e in envelopes])
+    singles.append(new_event(stale, source="test", subject=stale.candidate_id))
+    kit.producer.send_envelopes(
+        [(kit.names.topic("candidate.batch_upserted"), e) for e in batches]
+        + [(kit.names.topic("candidate.upserted"), e) for e in singles]
+    )
     wait_for(lambda: stored_candidates(kit) == SCALE, 60, what=f"{SCALE} stored candidates")
     with kit.db.session() as session:
         kept = session.get(Candidate, profiles[0]["candidate_id"])

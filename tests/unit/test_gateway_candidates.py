@@ -1,7 +1,8 @@
 """The gateway's bulk candidate intake, in-process: a JSON list, the wrapped form and NDJSON
-each become one `candidate.upserted` per profile in the outbox; the cap is a 413, a bad item
-or line a 422 naming it, and a refused request adds nothing to the outbox. Also the
-projection of batch segment assignments behind GET /segments."""
+each become `candidate.batch_upserted` records in the outbox (in order, each within the
+broker's record size); the cap is a 413, a bad item or line a 422 naming it, and a refused
+request adds nothing to the outbox. Also the projection of batch segment assignments behind
+GET /segments."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from bench.candidates_scale import synthetic_profiles
 from services.gateway.candidates import MAX_CANDIDATES, segments_assigned
 from shared.envelope import from_kafka, new_event
-from shared.events import CandidateSegmentsAssigned, CandidateUpserted
+from shared.events import CandidateSegmentsAssigned, CandidatesUpserted, CandidateUpserted
+from shared.outbox import MAX_RECORD_BYTES
 from shared.runtime import HandlerContext
 from shared.tasks import TaskStatusReporter
 from shared.topics import TopicNames
@@ -30,24 +32,41 @@ def gw(tmp_path: Path) -> Iterator[InProcessGateway]:
 
 
 def queued(gw: InProcessGateway) -> dict[str, CandidateUpserted]:
-    """The profiles waiting in the outbox, by candidate id (each checked against its key)."""
+    """The profiles waiting in the outbox, by candidate id, in order (each record checked
+    against its key and the record size limit)."""
     profiles = {}
     for row in gw.outbox_rows():
         headers = [(k, v.encode("latin-1")) for k, v in row.headers]
         envelope = from_kafka(row.key, row.value, headers)
-        profile = envelope.payload()
-        assert isinstance(profile, CandidateUpserted)
-        assert row.topic == "unit.candidate.upserted"
-        assert row.key == profile.candidate_id.encode() == envelope.subject.encode()
-        profiles[profile.candidate_id] = profile
+        batch = envelope.payload()
+        assert isinstance(batch, CandidatesUpserted)
+        assert row.topic == "unit.candidate.batch_upserted"
+        assert row.key == batch.candidates[0].candidate_id.encode() == envelope.subject.encode()
+        assert len(row.value) <= MAX_RECORD_BYTES
+        for profile in batch.candidates:
+            profiles[profile.candidate_id] = profile
     return profiles
+
+
+def test_big_profiles_are_cut_into_records_the_broker_takes_keeping_their_order(
+    gw: InProcessGateway,
+) -> None:
+    profiles = synthetic_profiles(600, seed=7)
+    for profile in profiles:  # ~10 kB each: several records
+        profile["skills"] = [
+            f"{profile['candidate_id']}-skill-{i:03d}-" + "x" * 80 for i in range(100)
+        ]
+    response = gw.client.post("/api/v1/candidates", json=profiles)
+    assert response.status_code == 202, response.text
+    assert len(gw.outbox_rows()) > 1
+    assert list(queued(gw)) == [p["candidate_id"] for p in profiles]
 
 
 def ndjson(profiles: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(p).encode() + b"\n" for p in profiles)
 
 
-def test_a_json_list_becomes_one_upsert_event_per_candidate(gw: InProcessGateway) -> None:
+def test_a_json_list_becomes_batches_holding_every_candidate(gw: InProcessGateway) -> None:
     profiles = synthetic_profiles(300, seed=1)
     response = gw.client.post("/api/v1/candidates", json=profiles)
     assert response.status_code == 202, response.text
@@ -117,7 +136,7 @@ def test_more_than_the_cap_is_413_and_the_cap_itself_is_accepted(gw: InProcessGa
     assert gw.outbox_rows() == []
     full = gw.client.post("/api/v1/candidates", json=profiles[:MAX_CANDIDATES])
     assert full.status_code == 202, full.text
-    assert len(gw.outbox_rows()) == MAX_CANDIDATES
+    assert len(queued(gw)) == MAX_CANDIDATES
 
 
 def test_candidates_need_the_ml_write_scope(gw: InProcessGateway) -> None:
