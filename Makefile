@@ -92,7 +92,7 @@ format: setup ## Apply ruff's formatting and fixes
 schemas: setup ## Regenerate schemas/ and asyncapi.yaml from the event models
 	$(PY) -m shared.contracts write
 
-bench: setup ## Benchmarks of issue #7 beside their targets (BENCH=side_by_side,... runs some)
+bench: setup ## Benchmarks (issues #7 and #11) beside their targets (BENCH=side_by_side,... runs some)
 	@$(PY) -c "import celery, redis" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	@infra/redis.sh >/dev/null
 	@started=$$($(PY) -m infra.kafka_broker start --port $(KAFKA_PORT) | grep -c started || true); \

@@ -63,16 +63,7 @@ class Segment(Base):
 
 
 metadata = with_tracking(Base.metadata)
-CANDIDATE_COLUMNS = (
-    "candidate_id",
-    "years_experience",
-    "education_level",
-    "skills",
-    "location",
-    "desired_salary",
-    "updated_at",
-    "received_at",
-)
+CANDIDATE_COLUMNS = (*segmentation.PROFILE_COLUMNS, "updated_at", "received_at")
 # How SQLAlchemy's DateTime stores a (UTC) timestamp in SQLite.
 SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 # Rows fetched (and turned into a DataFrame) at a time when profiles are read in bulk.
