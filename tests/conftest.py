@@ -8,6 +8,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,20 +172,27 @@ class Sandbox:
         }
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+@contextmanager
+def running_sandbox(directory: Path) -> Iterator[Sandbox]:
+    """A sandbox process on free ports, logging into `directory`, stopped on exit."""
     meta_port, google_port = free_port(), free_port()
     env = {
         "ADFLUX_SANDBOX_META_PORT": str(meta_port),
         "ADFLUX_SANDBOX_GOOGLE_PORT": str(google_port),
     }
-    process = ServiceProcess("sandbox", env, tmp_path).start()
+    process = ServiceProcess("sandbox", env, directory).start()
     graph_url = f"http://127.0.0.1:{meta_port}"
     try:
         process.wait_http_ok(f"{graph_url}/_sandbox/stats")
         yield Sandbox(graph_url, f"127.0.0.1:{google_port}", process)
     finally:
         process.stop()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    with running_sandbox(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture

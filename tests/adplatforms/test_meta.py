@@ -19,10 +19,9 @@ from adplatforms.base import (
     TransientPlatformError,
 )
 from adplatforms.meta import MetaAdsPlatform
-from infra.ports import free_port
-from infra.processes import ServiceProcess
 from infra.waiting import wait_for
 from shared.settings import PlatformSettings
+from tests.conftest import running_sandbox
 from tests.support.journal import MemoryJournal
 
 pytestmark = pytest.mark.integration
@@ -30,15 +29,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def graph_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    meta, google = free_port(), free_port()
-    env = {"ADFLUX_SANDBOX_META_PORT": str(meta), "ADFLUX_SANDBOX_GOOGLE_PORT": str(google)}
-    process = ServiceProcess("sandbox", env, Path(tmp_path_factory.mktemp("sandbox"))).start()
-    url = f"http://127.0.0.1:{meta}"
-    try:
-        process.wait_http_ok(f"{url}/_sandbox/stats")
-        yield url
-    finally:
-        process.stop()
+    with running_sandbox(Path(tmp_path_factory.mktemp("sandbox"))) as sandbox:
+        yield sandbox.graph_url
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from adplatforms.base import CampaignSpec, JobOpening, PlatformBlocked, Transien
 from adplatforms.google import GoogleAdsPlatform
 from adplatforms.meta import MetaAdsPlatform
 from adplatforms.quota import Block, PlatformQuota
-from infra.ports import free_port
-from infra.processes import ServiceProcess
 from infra.waiting import wait_for
 from shared.settings import PlatformSettings
+from tests.conftest import running_sandbox
 from tests.support.journal import MemoryJournal
 
 pytestmark = pytest.mark.integration
@@ -29,17 +28,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSettings]:
-    meta, google = free_port(), free_port()
-    env = {"ADFLUX_SANDBOX_META_PORT": str(meta), "ADFLUX_SANDBOX_GOOGLE_PORT": str(google)}
-    process = ServiceProcess("sandbox", env, Path(tmp_path_factory.mktemp("sandbox"))).start()
-    url = f"http://127.0.0.1:{meta}"
-    try:
-        process.wait_http_ok(f"{url}/_sandbox/stats")
+    with running_sandbox(Path(tmp_path_factory.mktemp("sandbox"))) as running:
         yield PlatformSettings(
-            meta_graph_url=url, google_ads_endpoint=f"127.0.0.1:{google}", google_ads_timeout=10
+            meta_graph_url=running.graph_url,
+            google_ads_endpoint=running.google_endpoint,
+            google_ads_timeout=10,
         )
-    finally:
-        process.stop()
 
 
 @pytest.fixture
