@@ -23,6 +23,7 @@ from infra.ports import free_port
 from infra.processes import ServiceProcess
 from shared.db import Database, tracking_tables
 from shared.topics import TopicNames, delete_topics, parse_tiers, provision_topics
+from tests.support.kafka import EventCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 # Short delay tiers so retries happen within a test.
@@ -224,3 +225,12 @@ def tracking_db(database_url: str) -> Iterator[Database]:
     metadata.create_all(database.engine)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def sync_events(kafka_bootstrap: str, names: TopicNames) -> Iterator[EventCollector]:
+    """What sync tests watch: task statuses and the campaign events a sync emits."""
+    topics = ["task.status", "campaign.status_changed", "campaign.metrics_updated"]
+    events = EventCollector(kafka_bootstrap, [names.topic(t) for t in topics])
+    yield events
+    events.close()

@@ -35,7 +35,6 @@ from shared.events import (
 )
 from shared.runtime import ConsumerRuntime
 from shared.service import ServiceKit, Worker, build_kit
-from shared.topics import TopicNames
 from tests.conftest import Sandbox
 from tests.support.kafka import EventCollector
 
@@ -109,14 +108,6 @@ def read_model(service_settings: dict[str, Any]) -> Iterator[ServiceKit]:
     kit.db.dispose()
 
 
-@pytest.fixture
-def collector(kafka_bootstrap: str, names: TopicNames) -> Iterator[EventCollector]:
-    topics = ["task.status", "campaign.status_changed", "campaign.metrics_updated"]
-    events = EventCollector(kafka_bootstrap, [names.topic(t) for t in topics])
-    yield events
-    events.close()
-
-
 def _stop(worker: Worker) -> None:
     for component in reversed(worker.components):
         component.stop()
@@ -140,7 +131,7 @@ def test_sync_at_scale_calls_little_writes_in_batches_and_the_gateway_projects_e
     sandbox: Sandbox,
     sync_kit: ServiceKit,
     read_model: ServiceKit,
-    collector: EventCollector,
+    sync_events: EventCollector,
 ) -> None:
     paused: dict[Platform, set[str]] = {}
     for platform in PLATFORMS:
@@ -154,13 +145,13 @@ def test_sync_at_scale_calls_little_writes_in_batches_and_the_gateway_projects_e
     tasks = {platform: _sync(sync_kit, platform) for platform in PLATFORMS}
 
     for platform, task_id in tasks.items():
-        done = collector.wait_state(task_id, TaskState.SUCCESS, timeout=120)
+        done = sync_events.wait_state(task_id, TaskState.SUCCESS, timeout=120)
         assert done.result is not None
         assert (done.result["updated"], done.result["failed"]) == (CAMPAIGNS, 0)
-        changed = collector.of_task("campaign.status_changed", task_id, CAMPAIGNS // PAUSED_EVERY)
+        changed = sync_events.of_task("campaign.status_changed", task_id, CAMPAIGNS // PAUSED_EVERY)
         assert {c.external_id for c in changed} == paused[platform]  # only what changed
         assert {(c.previous_status, c.status) for c in changed} == {("active", "paused")}
-        metrics = collector.of_task("campaign.metrics_updated", task_id, CAMPAIGNS)
+        metrics = sync_events.of_task("campaign.metrics_updated", task_id, CAMPAIGNS)
         assert len({m.campaign_id for m in metrics}) == CAMPAIGNS  # every campaign, once
     calls = {p: n - before[p] for p, n in _calls(sandbox).items()}
     # Meta: one listing and one insights page (up to 5,000 rows each); Google: one stream.
@@ -192,8 +183,8 @@ def test_sync_at_scale_calls_little_writes_in_batches_and_the_gateway_projects_e
 
     # Nothing changed on the platforms since: metrics for every campaign, no status event.
     again = _sync(sync_kit, "meta")
-    collector.wait_state(again, TaskState.SUCCESS, timeout=120)
-    assert len(collector.of_task("campaign.metrics_updated", again, CAMPAIGNS)) == CAMPAIGNS
-    assert collector.of_task("campaign.status_changed", again) == []
+    sync_events.wait_state(again, TaskState.SUCCESS, timeout=120)
+    assert len(sync_events.of_task("campaign.metrics_updated", again, CAMPAIGNS)) == CAMPAIGNS
+    assert sync_events.of_task("campaign.status_changed", again) == []
     sync_writes.close()
     gateway_writes.close()

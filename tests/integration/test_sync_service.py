@@ -39,7 +39,6 @@ from shared.events import (
     TaskStatus,
 )
 from shared.service import ServiceKit, Worker, build_kit
-from shared.topics import TopicNames
 from tests.conftest import Sandbox
 from tests.support.journal import MemoryJournal
 from tests.support.kafka import EventCollector, read_events
@@ -64,14 +63,6 @@ def kit(settings: SyncSettings) -> Iterator[ServiceKit]:
     yield service_kit
     service_kit.producer.close()
     service_kit.db.dispose()
-
-
-@pytest.fixture
-def collector(kafka_bootstrap: str, names: TopicNames) -> Iterator[EventCollector]:
-    topics = ["task.status", "campaign.status_changed", "campaign.metrics_updated"]
-    events = EventCollector(kafka_bootstrap, [names.topic(t) for t in topics])
-    yield events
-    events.close()
 
 
 @pytest.fixture
@@ -138,7 +129,7 @@ def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
     kit: ServiceKit,
     sync: Worker,
     fakes: dict[str, FakePlatform],
-    collector: EventCollector,
+    sync_events: EventCollector,
     kafka_bootstrap: str,
 ) -> None:
     fakes["meta"].snapshots = {"x1": snapshot("x1", impressions=42)}
@@ -149,7 +140,7 @@ def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
 
     task_id = request(kit, SyncRequested(platform="meta"), "meta")
 
-    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    done = sync_events.wait_state(task_id, TaskState.SUCCESS)
     assert done.name == "campaign.sync" and done.result == {
         "total": 3,
         "updated": 1,
@@ -166,25 +157,27 @@ def test_sync_emits_status_and_metrics_events_and_reports_the_seed_result(
     assert (status.external_id, status.previous_status, status.status) == ("x1", None, "active")
     first = metrics[0].payload()
     assert isinstance(first, CampaignMetricsUpdated) and first.impressions == 42
-    states = [s.state for s in collector.statuses(task_id)]
+    states = [s.state for s in sync_events.statuses(task_id)]
     assert states[0] is TaskState.STARTED and TaskState.PROGRESS in states
 
     # Paused on the platform: the next sync reports the change with the previous status.
     fakes["meta"].snapshots["x1"] = snapshot("x1", status="paused", impressions=50)
     again = request(kit, SyncRequested(platform="meta"), "meta")
-    collector.wait_state(again, TaskState.SUCCESS)
+    sync_events.wait_state(again, TaskState.SUCCESS)
     assert [
         (c.campaign_id, c.previous_status, c.status)
-        for c in collector.of_task("campaign.status_changed", again, 1)
+        for c in sync_events.of_task("campaign.status_changed", again, 1)
     ] == [("c1", "active", "paused")]
-    assert [m.impressions for m in collector.of_task("campaign.metrics_updated", again, 1)] == [50]
+    assert [m.impressions for m in sync_events.of_task("campaign.metrics_updated", again, 1)] == [
+        50
+    ]
     with kit.db.session() as session:
         row = session.get(KnownCampaign, "c1")
         assert row is not None and (row.status, row.impressions) == ("paused", 50)
 
 
 def test_metrics_refresh_covers_both_platforms(
-    kit: ServiceKit, sync: Worker, fakes: dict[str, FakePlatform], collector: EventCollector
+    kit: ServiceKit, sync: Worker, fakes: dict[str, FakePlatform], sync_events: EventCollector
 ) -> None:
     fakes["meta"].snapshots = {"x1": snapshot("x1", impressions=5)}
     fakes["google"].snapshots = {"901": snapshot("901", impressions=6)}
@@ -194,19 +187,19 @@ def test_metrics_refresh_covers_both_platforms(
 
     task_id = request(kit, MetricsRefreshRequested(), "all")
 
-    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    done = sync_events.wait_state(task_id, TaskState.SUCCESS)
     assert done.name == "metrics.refresh" and done.result is not None
     assert (done.result["total"], done.result["updated"]) == (2, 2)
-    metrics = collector.of_task("campaign.metrics_updated", task_id, 2)
+    metrics = sync_events.of_task("campaign.metrics_updated", task_id, 2)
     assert {(m.platform, m.campaign_id, m.impressions) for m in metrics} == {
         ("meta", "m1", 5),
         ("google", "g1", 6),
     }
-    assert collector.of_task("campaign.status_changed", task_id) == []
+    assert sync_events.of_task("campaign.status_changed", task_id) == []
 
 
 def test_a_transient_platform_error_retries_the_sync_through_a_tier(
-    kit: ServiceKit, sync: Worker, fakes: dict[str, FakePlatform], collector: EventCollector
+    kit: ServiceKit, sync: Worker, fakes: dict[str, FakePlatform], sync_events: EventCollector
 ) -> None:
     fakes["meta"].snapshots = {"x1": snapshot("x1")}
     fakes["meta"].fail_on_call = 1
@@ -216,20 +209,20 @@ def test_a_transient_platform_error_retries_the_sync_through_a_tier(
     quick = TaskOptions(retry_delay=1)  # the 1 s test tier
     task_id = request(kit, SyncRequested(platform="meta", options=quick), "meta")
 
-    retry = collector.wait_state(task_id, TaskState.RETRY)
+    retry = sync_events.wait_state(task_id, TaskState.RETRY)
     assert retry.next_attempt_at is not None
-    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    done = sync_events.wait_state(task_id, TaskState.SUCCESS)
     assert done.attempt == 2 and done.result is not None and done.result["updated"] == 1
     assert len(fakes["meta"].calls) == 2
     # The failed attempt emitted nothing: one metrics event, from the successful one.
-    assert len(collector.of_task("campaign.metrics_updated", task_id, 1)) == 1
+    assert len(sync_events.of_task("campaign.metrics_updated", task_id, 1)) == 1
 
 
 def test_a_permanent_platform_error_fails_the_sync_and_dead_letters_it(
     kit: ServiceKit,
     sync: Worker,
     fakes: dict[str, FakePlatform],
-    collector: EventCollector,
+    sync_events: EventCollector,
     kafka_bootstrap: str,
 ) -> None:
     fakes["meta"].fail_on_call = 1
@@ -239,7 +232,7 @@ def test_a_permanent_platform_error_fails_the_sync_and_dead_letters_it(
 
     task_id = request(kit, SyncRequested(platform="meta"), "meta")
 
-    failed = collector.wait_state(task_id, TaskState.FAILURE)
+    failed = sync_events.wait_state(task_id, TaskState.FAILURE)
     assert failed.error is not None and "token expired" in failed.error.message
     dead = read_events(kafka_bootstrap, kit.names.dlq("campaign.sync_requested"))
     assert [e.taskid for e in dead] == [task_id]
@@ -277,7 +270,7 @@ def test_sync_against_the_sandbox_sees_the_metrics_grow(
     kit: ServiceKit,
     sandbox_sync: tuple[Worker, SyncSettings],
     sandbox: Sandbox,
-    collector: EventCollector,
+    sync_events: EventCollector,
 ) -> None:
     _, settings = sandbox_sync
     ids = MetaAdsPlatform(settings).create_campaign_flow(spec("c-meta"), MemoryJournal())
@@ -286,13 +279,13 @@ def test_sync_against_the_sandbox_sees_the_metrics_grow(
 
     def sync_once() -> tuple[TaskStatus, CampaignMetricsUpdated]:
         task_id = request(kit, SyncRequested(platform="meta"), "meta")
-        done = collector.wait_state(task_id, TaskState.SUCCESS)
-        [metrics] = collector.of_task("campaign.metrics_updated", task_id, 1)
+        done = sync_events.wait_state(task_id, TaskState.SUCCESS)
+        [metrics] = sync_events.of_task("campaign.metrics_updated", task_id, 1)
         return done, metrics
 
     done, first = sync_once()
     assert done.result is not None and (done.result["updated"], done.result["failed"]) == (1, 0)
-    [changed] = collector.of_task("campaign.status_changed", done.task_id, 1)
+    [changed] = sync_events.of_task("campaign.status_changed", done.task_id, 1)
     assert (changed.campaign_id, changed.external_id, changed.status) == (
         "c-meta",
         ids["campaign"],
@@ -310,14 +303,14 @@ def test_sync_against_the_sandbox_sees_the_metrics_grow(
         "impressions to grow between syncs",
     )
     assert grown.clicks >= first.clicks and grown.spend >= first.spend
-    assert len(collector.of("campaign.status_changed")) == 1  # still active: no new change
+    assert len(sync_events.of("campaign.status_changed")) == 1  # still active: no new change
 
 
 def test_metrics_refresh_against_the_sandbox_reads_both_platforms(
     kit: ServiceKit,
     sandbox_sync: tuple[Worker, SyncSettings],
     sandbox: Sandbox,
-    collector: EventCollector,
+    sync_events: EventCollector,
 ) -> None:
     _, settings = sandbox_sync
     meta_ids = MetaAdsPlatform(settings).create_campaign_flow(spec("c-meta"), MemoryJournal())
@@ -329,7 +322,7 @@ def test_metrics_refresh_against_the_sandbox_reads_both_platforms(
 
     task_id = request(kit, MetricsRefreshRequested(), "all")
 
-    done = collector.wait_state(task_id, TaskState.SUCCESS)
+    done = sync_events.wait_state(task_id, TaskState.SUCCESS)
     assert done.result is not None
     assert {k: done.result[k] for k in ("total", "updated", "failed", "skipped")} == {
         "total": 3,
@@ -337,7 +330,7 @@ def test_metrics_refresh_against_the_sandbox_reads_both_platforms(
         "failed": 1,
         "skipped": 0,
     }
-    metrics = collector.of_task("campaign.metrics_updated", task_id, 2)
+    metrics = sync_events.of_task("campaign.metrics_updated", task_id, 2)
     assert {(m.platform, m.campaign_id, m.external_id) for m in metrics} == {
         ("meta", "c-meta", meta_ids["campaign"]),
         ("google", "c-google", google_ids["campaign"]),
