@@ -47,14 +47,29 @@ def free_port_run(count: int) -> int:
 
 @pytest.fixture
 def brokers(tmp_path: Path) -> Iterator[list[kafka_broker.BrokerSpec]]:
-    """Three brokers of this test's own (never 9092/9093), stopped whatever happens."""
-    specs = kafka_broker.cluster(free_port_run(6), 3, tmp_path / "kafka")
-    try:
-        kafka_broker.start_cluster(specs, timeout=120)
-        yield specs
-    finally:
-        for spec in specs:
-            kafka_broker.stop(spec, sig=9)
+    """Three brokers of this test's own (never 9092/9093), stopped whatever happens. Ports are
+    free when chosen but may be taken before the brokers bind them: then another run of ports."""
+    for attempt in range(3):
+        specs = kafka_broker.cluster(free_port_run(6), 3, tmp_path / f"kafka-{attempt}")
+        try:
+            kafka_broker.start_cluster(specs, timeout=120)
+        except RuntimeError:
+            for spec in specs:
+                kafka_broker.stop(spec, sig=9)
+            taken = any(
+                "Address already in use" in spec.log_file.read_text(errors="replace")
+                for spec in specs
+                if spec.log_file.exists()
+            )
+            if not taken or attempt == 2:
+                raise
+            continue
+        try:
+            yield specs
+        finally:
+            for spec in specs:
+                kafka_broker.stop(spec, sig=9)
+        return
 
 
 @pytest.fixture
