@@ -15,6 +15,31 @@ from services.sandbox.google_validation import CHECKS
 from services.sandbox.state import SandboxState
 
 
+class Siblings:
+    """A new object's live siblings (the same resource and customer, not removed, this
+    request's staged objects included), looked up by the value of one field."""
+
+    def __init__(
+        self, state: SandboxState, resource: str, customer: str, staged: dict[str, Any]
+    ) -> None:
+        self._state = state
+        self._resource = resource
+        self._prefix = f"customers/{customer}/"
+        self._staged = staged
+
+    def having(self, field: str, value: Any) -> list[Any]:
+        """The siblings whose `field` equals `value` (one of GOOGLE_INDEXED_FIELDS)."""
+        found = {
+            obj.resource_name: obj
+            for obj in self._state.google_having(f"{self._resource}s", field, value)
+            if obj.resource_name not in self._staged  # a staged update or remove replaces it
+        }
+        for name, obj in self._staged.items():
+            if getattr(obj, field) == value and obj.status.name != "REMOVED":
+                found[name] = obj
+        return [obj for name, obj in found.items() if name.startswith(self._prefix)]
+
+
 class MutateEngine:
     """Applies `Mutate<Resource>s` requests to the shared `SandboxState`."""
 
@@ -52,20 +77,11 @@ class MutateEngine:
                 now = time.monotonic()
                 for name, obj in staged.items():
                     self._state.created_at.setdefault(name, now)
-                    objects(self._state, resource)[name] = obj
+                    self._state.google_put(f"{resource}s", name, obj)
             return names
 
-    def _current(self, resource: str, customer: str, staged: dict[str, Any]) -> list[Any]:
-        """The customer's objects of one resource that are not removed, this request's included."""
-        current = {**objects(self._state, resource), **staged}
-        return [
-            obj
-            for name, obj in current.items()
-            if name.startswith(f"customers/{customer}/") and obj.status.name != "REMOVED"
-        ]
-
     def _create(self, resource: str, customer: str, obj: Any, staged: dict[str, Any]) -> str:
-        siblings = self._current(resource, customer, staged)
+        siblings = Siblings(self._state, resource, customer, staged)
         problems = [
             Problem(code, message, tuple((part, None) for part in path.split(".") if part))
             for code, message, path in CHECKS[resource](self._state, customer, obj, siblings)

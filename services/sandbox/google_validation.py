@@ -4,15 +4,18 @@ yields (error code, message, dotted field path in the object) per finding."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.sandbox.google_resources import PARENTS, objects
 from services.sandbox.state import SandboxState
 
+if TYPE_CHECKING:
+    from services.sandbox.google_mutate import Siblings
+
 # A validation finding: (error code, message, dotted field path inside the checked object).
 Check = tuple[str, str, str]
 # A resource's check: (state, customer id, the new object, its live siblings) -> findings.
-Checker = Callable[[SandboxState, str, Any, list[Any]], Iterator[Check]]
+Checker = Callable[[SandboxState, str, Any, "Siblings"], Iterator[Check]]
 
 _MAX_HEADLINE_LENGTH = 30
 _MAX_DESCRIPTION_LENGTH = 90
@@ -28,22 +31,22 @@ def _check_parent(state: SandboxState, resource: str, customer: str, obj: Any) -
 
 
 def _check_budget(
-    state: SandboxState, customer: str, budget: Any, siblings: list[Any]
+    state: SandboxState, customer: str, budget: Any, siblings: Siblings
 ) -> Iterator[Check]:
     if not budget.name:
         yield "field_error.REQUIRED", "A budget needs a name.", "name"
-    elif any(other.name == budget.name for other in siblings):
+    elif siblings.having("name", budget.name):
         yield "campaign_budget_error.DUPLICATE_NAME", "The budget name is taken.", "name"
     if budget.amount_micros <= 0:
         yield "field_error.REQUIRED", "A budget needs a positive amount.", "amount_micros"
 
 
 def _check_campaign(
-    state: SandboxState, customer: str, campaign: Any, siblings: list[Any]
+    state: SandboxState, customer: str, campaign: Any, siblings: Siblings
 ) -> Iterator[Check]:
     if not campaign.name:
         yield "field_error.REQUIRED", "A campaign needs a name.", "name"
-    elif any(other.name == campaign.name for other in siblings):
+    elif siblings.having("name", campaign.name):
         yield "campaign_error.DUPLICATE_CAMPAIGN_NAME", "The campaign name is taken.", "name"
     if not campaign.advertising_channel_type:
         yield (
@@ -64,7 +67,7 @@ def _check_campaign(
     if (
         budget is not None
         and not budget.explicitly_shared
-        and any(other.campaign_budget == budget.resource_name for other in siblings)
+        and siblings.having("campaign_budget", budget.resource_name)
     ):
         yield (
             "campaign_budget_error.CANNOT_USE_IMPLICITLY_SHARED_CAMPAIGN_BUDGET_WITH_MULTIPLE_CAMPAIGNS",
@@ -74,19 +77,19 @@ def _check_campaign(
 
 
 def _check_ad_group(
-    state: SandboxState, customer: str, ad_group: Any, siblings: list[Any]
+    state: SandboxState, customer: str, ad_group: Any, siblings: Siblings
 ) -> Iterator[Check]:
     if not ad_group.name:
         yield "field_error.REQUIRED", "An ad group needs a name.", "name"
     elif any(
-        other.name == ad_group.name and other.campaign == ad_group.campaign for other in siblings
+        other.campaign == ad_group.campaign for other in siblings.having("name", ad_group.name)
     ):
         yield "ad_group_error.DUPLICATE_ADGROUP_NAME", "The ad group name is taken.", "name"
     yield from _check_parent(state, "ad_group", customer, ad_group)
 
 
 def _check_ad_group_ad(
-    state: SandboxState, customer: str, ad: Any, siblings: list[Any]
+    state: SandboxState, customer: str, ad: Any, siblings: Siblings
 ) -> Iterator[Check]:
     yield from _check_parent(state, "ad_group_ad", customer, ad)
     rsa = ad.ad.responsive_search_ad

@@ -20,6 +20,8 @@ ID_BLOCK = 1000  # ids reserved per write of the high-water mark
 
 META_KINDS = ("campaigns", "adsets", "adcreatives", "ads")
 GOOGLE_KINDS = ("campaign_budgets", "campaigns", "ad_groups", "ad_group_ads")
+# The fields the Google sandbox's duplicate checks look live objects up by.
+GOOGLE_INDEXED_FIELDS = ("name", "campaign_budget")
 MAX_SEED = 100_000  # campaigns per seeding call
 SEED_AGE_SECONDS = 3600.0  # seeded campaigns look an hour old: their metrics are not zero
 
@@ -42,7 +44,9 @@ class SandboxState:
     """Thread-safe store shared by the Graph API app and the Google Ads gRPC server.
 
     `meta_objects(kind)` / `google_objects(kind)` return live dicts (id or resource name ->
-    object) that callers mutate under `lock`; ids come from `next_id()`.
+    object) that callers read under `lock`; Meta callers write theirs directly, Google objects
+    are written through `google_put` (which keeps `google_having` exact); ids come from
+    `next_id()`.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class SandboxState:
         self.lock = threading.RLock()
         self._meta: dict[str, dict[str, Any]] = {kind: {} for kind in META_KINDS}
         self._google: dict[str, dict[str, Any]] = {kind: {} for kind in GOOGLE_KINDS}
+        # (kind, field, value) -> resource names of the live objects with that value.
+        self._google_index: dict[tuple[str, str, Any], set[str]] = {}
         self._ids_file = ids_file
         self._next = FIRST_ID
         if ids_file is not None and ids_file.exists():
@@ -68,6 +74,24 @@ class SandboxState:
 
     def google_objects(self, kind: str) -> dict[str, Any]:
         return self._google.setdefault(kind, {})
+
+    def google_put(self, kind: str, name: str, obj: Any) -> None:
+        """Store (or replace) a Google object; call under `lock`."""
+        store = self.google_objects(kind)
+        old = store.get(name)
+        if old is not None:
+            for key in _index_keys(kind, old):
+                self._google_index.get(key, set()).discard(name)
+        store[name] = obj
+        if obj.status.name != "REMOVED":
+            for key in _index_keys(kind, obj):
+                self._google_index.setdefault(key, set()).add(name)
+
+    def google_having(self, kind: str, field: str, value: Any) -> list[Any]:
+        """The stored, not removed objects of `kind` whose `field` equals `value` (a lookup,
+        not a scan: validation runs it on every create)."""
+        store = self.google_objects(kind)
+        return [store[name] for name in self._google_index.get((kind, field, value), ())]
 
     def next_id(self) -> int:
         with self.lock:
@@ -103,6 +127,7 @@ class SandboxState:
         with self.lock:
             for store in (*self._meta.values(), *self._google.values()):
                 store.clear()
+            self._google_index.clear()
             self._requests = {"meta": 0, "google": 0}
             self.created_at.clear()
 
@@ -147,11 +172,15 @@ class SandboxState:
                     }
                 else:
                     key = f"customers/{owner}/campaigns/{number}"
-                    self._google["campaigns"][key] = campaign_type(
-                        resource_name=key,
-                        id=number,
-                        name=f"Seeded campaign {index} (adflux:seed-{number})",
-                        status="PAUSED" if paused else "ENABLED",
+                    self.google_put(
+                        "campaigns",
+                        key,
+                        campaign_type(
+                            resource_name=key,
+                            id=number,
+                            name=f"Seeded campaign {index} (adflux:seed-{number})",
+                            status="PAUSED" if paused else "ENABLED",
+                        ),
                     )
                 self.created_at[key] = born
                 ids.append(str(number))
@@ -171,3 +200,9 @@ class SandboxState:
         cost_micros = clicks * (200_000 + digest[2] * 2_000)  # 0.20 .. 0.71 per click
         conversions = round(clicks * (0.05 + (digest[3] % 10) / 100), 2)
         return Metrics(impressions, clicks, cost_micros, conversions)
+
+
+def _index_keys(kind: str, obj: Any) -> list[tuple[str, str, Any]]:
+    message = type(obj).pb(obj)
+    fields = message.DESCRIPTOR.fields_by_name
+    return [(kind, f, getattr(message, f)) for f in GOOGLE_INDEXED_FIELDS if f in fields]
