@@ -29,7 +29,7 @@ from adplatforms.base import (
     in_micros,
 )
 from adplatforms.quota import PlatformQuota
-from adplatforms.steps import run_steps
+from adplatforms.steps import one_at_a_time, run_steps
 from shared.redaction import redact
 from shared.settings import PlatformSettings
 
@@ -82,7 +82,7 @@ class GoogleAdsPlatform:
                 self.steps,
                 journal,
                 find=lambda step, ids: self._find(step, spec, ids),
-                create=lambda step, ids: self._create(step, spec, ids),
+                create=one_at_a_time(lambda step, ids: self._create(step, spec, ids)),
             )
 
     def fetch_statuses_and_metrics(
@@ -178,6 +178,9 @@ class GoogleAdsPlatform:
 
     def _find(self, step: str, spec: CampaignSpec, ids: Mapping[str, str]) -> str | None:
         """The object an earlier, unrecorded attempt at `step` created, if it exists."""
+        parent = {"ad_group": "campaign", "ad": "ad_group"}.get(step)
+        if parent is not None and parent not in ids:
+            return None  # its parent is still to be created: it cannot exist
         if step == "budget":
             name = _gaql_string(_object_name(f"{spec.name} budget", spec))
             query = (

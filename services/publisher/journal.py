@@ -16,6 +16,14 @@ from services.publisher.models import PublishStep
 from shared.db import Database
 
 STEPS = cast(sa.Table, PublishStep.__table__)
+_SAVE_ID = (
+    sa.update(STEPS)
+    .where(
+        STEPS.c.campaign_id == sa.bindparam("b_campaign_id"),
+        STEPS.c.step == sa.bindparam("b_step"),
+    )
+    .values(external_id=sa.bindparam("b_external_id"), created_at=sa.bindparam("b_created_at"))
+)
 
 
 class DbStepJournal:
@@ -79,19 +87,24 @@ class DbStepJournal:
         return dict(self._ids)
 
     def _save_ids(self, conn: sa.Connection) -> None:
-        for step, (external_id, at) in self._unsaved.items():
-            updated = conn.execute(
-                sa.update(STEPS)
-                .where(STEPS.c.campaign_id == self.campaign_id, STEPS.c.step == step)
-                .values(external_id=external_id, created_at=at)
-            )
-            if not updated.rowcount:  # found on the platform without an attempt of ours
-                conn.execute(
-                    sa.insert(STEPS).values(
-                        self._row(step, attempted_at=at, external_id=external_id, created_at=at)
-                    )
-                )
-            self._planned.add(step)
+        """The unsaved ids in one UPDATE (executemany) for steps that have a row, one INSERT
+        for those found on the platform without an attempt of ours."""
+        have_row = self._attempted | self._planned
+        updates = [
+            {"b_step": step, "b_external_id": external_id, "b_created_at": at}
+            for step, (external_id, at) in self._unsaved.items()
+            if step in have_row
+        ]
+        inserts = [
+            self._row(step, attempted_at=at, external_id=external_id, created_at=at)
+            for step, (external_id, at) in self._unsaved.items()
+            if step not in have_row
+        ]
+        if updates:
+            conn.execute(_SAVE_ID, [{"b_campaign_id": self.campaign_id, **u} for u in updates])
+        if inserts:
+            conn.execute(sa.insert(STEPS), inserts)
+        self._planned.update(self._unsaved)
         self._unsaved.clear()
 
     def _row(self, step: str, **values: object) -> dict[str, object]:

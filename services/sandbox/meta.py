@@ -152,6 +152,22 @@ def _decode(value: str) -> Any:
     return value
 
 
+_RESULT_REFERENCE = re.compile(r"\{result=([^:}]+):\$\.([A-Za-z0-9_]+)\}")
+
+
+def _resolve(raw: str, results: dict[str, Any]) -> str:
+    """Replace `{result=<name>:$.<field>}` in a decoded value with that field of the named
+    request's answer; a reference to a failed or unknown request is an error."""
+
+    def value(match: re.Match[str]) -> str:
+        answer = results.get(match.group(1))
+        if not isinstance(answer, dict) or match.group(2) not in answer:
+            raise invalid(f"Cannot resolve {match.group(0)}: no such successful request")
+        return str(answer[match.group(2)])
+
+    return _RESULT_REFERENCE.sub(value, raw) if "{result=" in raw else raw
+
+
 class MetaGraph:
     """The simulated Graph API over the shared sandbox state."""
 
@@ -403,29 +419,48 @@ class MetaGraph:
             rows.append(row)
         return self.page(rows, params, url)
 
-    def batch(self, params: dict[str, Any], version: str) -> list[dict[str, Any]]:
+    def batch(self, params: dict[str, Any], version: str) -> list[dict[str, Any] | None]:
+        """Run up to 50 requests in order. A request may be `name`d and later ones may use
+        its answer as `{result=<name>:$.<field>}` in their URL or body; a request that uses
+        (or `depends_on`) a failed one fails too. A named request's answer is omitted (null)
+        on success unless it sets `omit_response_on_success` to false, as the Graph API does."""
         self.check("batch", params)
         requests = params.get("batch")
         if not isinstance(requests, list) or not requests or len(requests) > 50:
             raise invalid("batch must be a list of 1 to 50 requests")
         token = params["access_token"]
-        answers = []
+        answers: list[dict[str, Any] | None] = []
+        results: dict[str, Any] = {}  # name -> answer body, or None when the request failed
         for item in requests:
-            method = str(item.get("method", "GET")).upper()
-            relative = str(item.get("relative_url", "")).lstrip("/")
-            path, _, query = relative.partition("?")
-            sub: dict[str, Any] = {"access_token": token}
-            for pair in filter(None, query.split("&")):
-                key, _, value = pair.partition("=")
-                sub[key] = _decode(unquote_plus(value))
-            for pair in filter(None, str(item.get("body", "")).split("&")):
-                key, _, value = pair.partition("=")
-                sub[key] = _decode(unquote_plus(value))
+            name = item.get("name")
             try:
+                depends = item.get("depends_on")
+                if depends is not None and results.get(str(depends)) is None:
+                    raise invalid(f"This request depends on {depends!r}, which did not succeed")
+                method = str(item.get("method", "GET")).upper()
+                relative = str(item.get("relative_url", "")).lstrip("/")
+                path, _, query = relative.partition("?")
+                path = _resolve(unquote_plus(path), results)
+                sub: dict[str, Any] = {"access_token": token}
+                for raw in (query, str(item.get("body", ""))):
+                    for pair in filter(None, raw.split("&")):
+                        key, _, value = pair.partition("=")
+                        sub[key] = _decode(_resolve(unquote_plus(value), results))
                 body = self.dispatch(method, path.strip("/").split("/"), sub, f"/{version}/{path}")
-                answers.append({"code": 200, "headers": [], "body": json.dumps(body)})
             except GraphError as exc:
-                answers.append({"code": exc.status, "headers": [], "body": json.dumps(exc.body())})
+                if name is not None:
+                    results[str(name)] = None
+                headers = [{"name": k, "value": v} for k, v in exc.headers.items()]
+                answers.append(
+                    {"code": exc.status, "headers": headers, "body": json.dumps(exc.body())}
+                )
+                continue
+            if name is not None:
+                results[str(name)] = body
+                if item.get("omit_response_on_success", True) is not False:
+                    answers.append(None)
+                    continue
+            answers.append({"code": 200, "headers": [], "body": json.dumps(body)})
         return answers
 
     def dispatch(self, method: str, parts: list[str], params: dict[str, Any], url: str) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from adplatforms.base import (
     CampaignSpec,
@@ -199,6 +200,63 @@ def test_batch_answers_each_request(meta: MetaAdsPlatform, graph_url: str) -> No
     assert [a["code"] for a in answers] == [200, 400]
     assert json.loads(answers[0]["body"])["status"] == "ACTIVE"
     assert json.loads(answers[1]["body"])["error"]["code"] == 100
+
+
+def test_a_publish_is_one_batch_request(meta: MetaAdsPlatform) -> None:
+    def batches() -> float:
+        sample = REGISTRY.get_sample_value(
+            "adflux_platform_call_seconds_count",
+            {"platform": "meta", "operation": "create_batch", "outcome": "ok"},
+        )
+        return sample or 0.0
+
+    before = batches()
+    meta.create_campaign_flow(spec("c-one"), MemoryJournal())
+    assert batches() == before + 1
+
+
+def test_batch_requests_refer_to_named_answers(meta: MetaAdsPlatform, graph_url: str) -> None:
+    body = "name=Named+%5Badflux%3Ab-1%5D&objective=OUTCOME_LEADS&special_ad_categories=%5B%5D"
+    batch = [
+        {"method": "POST", "relative_url": "act_1/campaigns", "body": body, "name": "c"},
+        {"method": "GET", "relative_url": "{result=c:$.id}?fields=name"},
+        {
+            "method": "POST",
+            "relative_url": "act_1/campaigns",
+            "body": body.replace("b-1", "b-2"),
+            "name": "kept",
+            "omit_response_on_success": False,
+        },
+        {"method": "GET", "relative_url": "{result=missing:$.id}?fields=name"},
+        {"method": "GET", "relative_url": "{result=kept:$.id}?fields=name", "depends_on": "c"},
+    ]
+    answers = httpx.post(
+        f"{graph_url}/v26.0/", data={"access_token": "t", "batch": json.dumps(batch)}
+    ).json()
+    assert answers[0] is None  # a named request's answer is omitted unless asked for
+    assert json.loads(answers[1]["body"])["name"] == "Named [adflux:b-1]"
+    assert answers[2]["code"] == 200 and json.loads(answers[2]["body"])["id"]
+    assert answers[3]["code"] == 400  # no request of that name
+    assert json.loads(answers[4]["body"])["name"] == "Named [adflux:b-2]"
+    fault(graph_url, operation="create_campaign", kind="permanent", count=1)
+    failing = [batch[0], {"method": "GET", "relative_url": "me", "depends_on": "c"}]
+    answers = httpx.post(
+        f"{graph_url}/v26.0/", data={"access_token": "t", "batch": json.dumps(failing)}
+    ).json()
+    assert [a["code"] for a in answers] == [400, 400]
+    assert "depends on" in json.loads(answers[1]["body"])["error"]["message"]
+
+
+def test_a_throttled_request_in_a_batch_keeps_its_wait(
+    meta: MetaAdsPlatform, graph_url: str
+) -> None:
+    fault(graph_url, operation="create_adset", kind="throttle", count=1, block_seconds=7)
+    journal = MemoryJournal()
+    with pytest.raises(TransientPlatformError) as raised:
+        meta.create_campaign_flow(spec("c-throttled"), journal)
+    assert raised.value.retry_after == pytest.approx(7, abs=1)
+    # The campaign came back before the block: kept, not redone (the rest met the block).
+    assert set(journal.ids) == {"campaign"}
 
 
 def test_fault_rules_fire_count_times_and_bad_rules_are_refused(

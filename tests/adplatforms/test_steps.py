@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from adplatforms.steps import run_steps
+from adplatforms.steps import one_at_a_time, run_steps
 from tests.support.journal import MemoryJournal
 
 STEPS = ("budget", "campaign", "ad_group", "ad")
@@ -41,7 +41,7 @@ class FakePlatform:
 
 def test_a_fresh_flow_marks_and_creates_every_step_in_order() -> None:
     journal, platform = MemoryJournal(), FakePlatform()
-    ids = run_steps(STEPS, journal, platform.find, platform.create)
+    ids = run_steps(STEPS, journal, platform.find, one_at_a_time(platform.create))
     assert ids == {step: f"{step}-new" for step in STEPS}
     assert platform.created == list(STEPS)
     assert platform.looked_up == []
@@ -51,7 +51,7 @@ def test_a_fresh_flow_marks_and_creates_every_step_in_order() -> None:
 def test_recorded_steps_are_skipped_and_their_ids_returned() -> None:
     journal = MemoryJournal(ids={"budget": "b-1", "campaign": "c-1"})
     platform = FakePlatform()
-    ids = run_steps(STEPS, journal, platform.find, platform.create)
+    ids = run_steps(STEPS, journal, platform.find, one_at_a_time(platform.create))
     assert ids["budget"] == "b-1" and ids["campaign"] == "c-1"
     assert platform.created == ["ad_group", "ad"]
 
@@ -59,7 +59,7 @@ def test_recorded_steps_are_skipped_and_their_ids_returned() -> None:
 def test_an_attempted_step_found_on_the_platform_is_reused_not_created() -> None:
     journal = MemoryJournal(ids={"budget": "b-1"}, attempted={"campaign"})
     platform = FakePlatform(existing={"campaign": "c-found"})
-    ids = run_steps(STEPS, journal, platform.find, platform.create)
+    ids = run_steps(STEPS, journal, platform.find, one_at_a_time(platform.create))
     assert ids["campaign"] == "c-found" and journal.ids["campaign"] == "c-found"
     assert platform.looked_up == ["campaign"]
     assert "campaign" not in platform.created
@@ -69,6 +69,6 @@ def test_an_attempted_step_not_found_marks_a_new_attempt_before_creating() -> No
     journal = CancellingJournal(ids={"budget": "b-1"}, attempted={"campaign"})
     platform = FakePlatform()
     with pytest.raises(Cancelled, match="campaign"):
-        run_steps(STEPS, journal, platform.find, platform.create)
+        run_steps(STEPS, journal, platform.find, one_at_a_time(platform.create))
     assert platform.looked_up == ["campaign"]
     assert platform.created == []  # the cancellation check ran before the platform call

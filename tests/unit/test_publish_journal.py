@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from adplatforms.steps import run_steps
+from adplatforms.steps import one_at_a_time, run_steps
 from services.publisher.journal import DbStepJournal
 from services.publisher.models import metadata
 from shared.db import Database
@@ -62,7 +62,7 @@ def test_a_planned_flow_commits_twice_and_a_restart_looks_up_every_unrecorded_st
         created.append(step)
         return f"id-{step}"
 
-    ids = run_steps(steps, journal, lambda step, ids: None, create)
+    ids = run_steps(steps, journal, lambda step, ids: None, one_at_a_time(create))
     journal.flush()
     assert len(commits) == 2 and created == list(steps)  # no per-step transaction, no lookup
     assert DbStepJournal(db, "c3", "meta").created() == ids
@@ -74,6 +74,6 @@ def test_a_planned_flow_commits_twice_and_a_restart_looks_up_every_unrecorded_st
         return "found-campaign" if step == "campaign" else None
 
     crashed.begin(steps)
-    resumed = run_steps(steps, crashed, find, create)
+    resumed = run_steps(steps, crashed, find, one_at_a_time(create))
     assert looked_up == list(steps) and resumed["campaign"] == "found-campaign"
     assert created == [*steps, "adset", "creative", "ad"]
