@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from adplatforms.base import CampaignSpec, JobOpening, StepJournal
+from adplatforms.base import CampaignSpec, JobOpening
 from adplatforms.registry import PlatformFactory
 from services.publisher.journal import DbStepJournal
 from shared.db import Database
@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class ProgressJournal:
-    """A StepJournal that reports PROGRESS after every created object and checks the time
-    limit before every platform call."""
+    """A StepJournal that reports PROGRESS for the objects created since its last report, once
+    per platform call rather than once per object (a batch creates several at once), and
+    checks the time limit before every platform call."""
 
     def __init__(self, inner: DbStepJournal, steps: tuple[str, ...], ctx: HandlerContext) -> None:
         self.inner = inner
         self.steps = steps
         self.ctx = ctx
+        self._unreported: list[str] = []
 
     def created_id(self, step: str) -> str | None:
         return self.inner.created_id(step)
@@ -41,13 +43,22 @@ class ProgressJournal:
         return self.inner.was_attempted(step)
 
     def mark_attempt(self, step: str) -> None:
+        self.report()
         self.ctx.check_cancelled()
         self.inner.mark_attempt(step)
 
     def record(self, step: str, external_id: str) -> None:
         self.inner.record(step, external_id)
-        done = len(self.inner.created())
-        self.ctx.progress(int(100 * done / len(self.steps)), {"step": step})
+        self._unreported.append(step)
+
+    def report(self) -> None:
+        """One PROGRESS for the objects created since the last one (none: nothing sent)."""
+        if self._unreported:
+            done = len(self.inner.created())
+            steps, self._unreported = self._unreported, []
+            self.ctx.progress(
+                int(100 * done / len(self.steps)), {"step": steps[-1], "steps": steps}
+            )
 
 
 def _keep_ids(journal: DbStepJournal) -> None:
@@ -84,7 +95,7 @@ class PublishCampaign:
             raise PermanentError(f"platform {command.platform!r} is not configured")
         platform = factory()
         stored = DbStepJournal(self.db, command.campaign_id, command.platform)
-        journal: StepJournal = ProgressJournal(stored, platform.steps, ctx)
+        journal = ProgressJournal(stored, platform.steps, ctx)
         stored.begin(platform.steps)
         try:
             external_ids = platform.create_campaign_flow(spec_of(command), journal)
@@ -92,6 +103,7 @@ class PublishCampaign:
             _keep_ids(stored)  # a retry skips what was created
             raise
         stored.flush()
+        journal.report()
         published = CampaignPublished(
             campaign_id=command.campaign_id,
             platform=command.platform,

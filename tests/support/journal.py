@@ -30,6 +30,9 @@ class MemoryJournal:
     def mark_attempt(self, step: str) -> None:
         self.attempted.add(step)
 
+    def created(self) -> dict[str, str]:
+        return dict(self.ids)
+
     def record(self, step: str, external_id: str) -> None:
         if step == self.crash_on_record:
             self.crash_on_record = None
