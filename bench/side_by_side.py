@@ -5,6 +5,8 @@ client: the near-no-op task `metrics.refresh` for a platform without campaigns, 
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +28,32 @@ class Measured:
     p99_ms: float
     burst: Burst
     burst_cpu: CpuUse
+    client_cpu_ms: float  # the load client's CPU per task in the burst (this process)
 
 
 def _measure(front: TaskFront, sessions: dict[str, int]) -> Measured:
     latencies = sequential(front, SEQUENTIAL, WARMUP)
+    client_before = time.process_time()
     with measured(sessions) as cpu:
         result = burst(front, BURST_TASKS, BURST_CLIENTS)
-    return Measured(percentile(latencies, 0.5), percentile(latencies, 0.99), result, cpu)
+    client_ms = (time.process_time() - client_before) * 1000 / BURST_TASKS
+    return Measured(percentile(latencies, 0.5), percentile(latencies, 0.99), result, cpu, client_ms)
+
+
+def _ceiling_note(celery: Measured, adflux: Measured) -> str:
+    """What 3x Celery's throughput leaves per task on this machine's cores, after the load
+    client's own CPU, beside what AdFlux spends."""
+    cores = os.cpu_count() or 1
+    wanted = 3 * celery.burst.done_per_second
+    budget = cores * 1000 / wanted - adflux.client_cpu_ms
+    spent = sum(adflux.burst_cpu.per_task_ms(BURST_TASKS).values())
+    return (
+        f"CPU ceiling: 3x Celery is {wanted:.0f} tasks/s; on {cores} cores that is "
+        f"{cores * 1000 / wanted:.2f} ms of CPU per task for everything, of which the load "
+        f"client takes {adflux.client_cpu_ms:.2f} ms, leaving {budget:.2f} ms for gateway, "
+        f"worker and broker together (AdFlux spends {spent:.2f} ms; Celery's front, worker and "
+        f"Redis {sum(celery.burst_cpu.per_task_ms(BURST_TASKS).values()):.2f} ms)"
+    )
 
 
 def _celery() -> tuple[Measured, str]:
@@ -94,6 +115,9 @@ def run(bootstrap: str, database_url: str) -> Section:
             "warm-up tasks; burst: each client POSTs its share, then polls its own tasks",
             "CPU per task in the burst, every process of each system (Linux /proc): Celery "
             f"{celery.burst_cpu.describe(BURST_TASKS)}; AdFlux "
-            f"{adflux.burst_cpu.describe(BURST_TASKS)}",
+            f"{adflux.burst_cpu.describe(BURST_TASKS)}; the load client (this process) "
+            f"{celery.client_cpu_ms:.2f} ms in the Celery run, {adflux.client_cpu_ms:.2f} ms in "
+            "AdFlux's",
+            _ceiling_note(celery, adflux),
         ],
     )
