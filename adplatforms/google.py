@@ -29,7 +29,7 @@ from adplatforms.base import (
     in_micros,
 )
 from adplatforms.quota import PlatformQuota
-from adplatforms.steps import one_at_a_time, run_steps
+from adplatforms.steps import run_steps
 from shared.redaction import redact
 from shared.settings import PlatformSettings
 
@@ -46,6 +46,15 @@ _TRANSIENT_CODES = frozenset(
 _TRANSIENT_ERROR_CATEGORIES = frozenset({"quota_error", "internal_error"})
 _MAX_HEADLINE_LENGTH = 30
 _MAX_DESCRIPTION_LENGTH = 90
+# Each step's resource (its MutateOperation field is `<resource>_operation`, its result
+# `<resource>_result`) and the segment of its resource names.
+_RESOURCES = {
+    "budget": "campaign_budget",
+    "campaign": "campaign",
+    "ad_group": "ad_group",
+    "ad": "ad_group_ad",
+}
+_COLLECTIONS = {"budget": "campaignBudgets", "campaign": "campaigns", "ad_group": "adGroups"}
 _METRICS_QUERY = (
     "SELECT campaign.id, campaign.status, metrics.impressions, metrics.clicks,"
     " metrics.cost_micros, metrics.conversions FROM campaign"
@@ -56,6 +65,7 @@ _METRICS_QUERY = (
 class GoogleAdsPlatform:
     """`AdPlatform` for one Google Ads customer account.
 
+    A publish creates its missing steps in one atomic `GoogleAdsService.Mutate` request.
     External ids: the "campaign" step records the numeric campaign id (what sync and status
     changes take); "budget", "ad_group" and "ad" record resource names, which the next
     step needs as its parent. With a `quota`, every call first asks it whether the customer
@@ -82,7 +92,7 @@ class GoogleAdsPlatform:
                 self.steps,
                 journal,
                 find=lambda step, ids: self._find(step, spec, ids),
-                create=one_at_a_time(lambda step, ids: self._create(step, spec, ids)),
+                create=lambda missing, ids, journal: self._create_all(spec, missing, ids, journal),
             )
 
     def fetch_statuses_and_metrics(
@@ -112,69 +122,70 @@ class GoogleAdsPlatform:
 
     # --- the steps ---------------------------------------------------------------------------
 
-    def _create(self, step: str, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
-        create = {
-            "budget": self._create_budget,
-            "campaign": self._create_campaign,
-            "ad_group": self._create_ad_group,
-            "ad": self._create_ad,
-        }[step]
-        return create(spec, ids)
+    def _create_all(
+        self,
+        spec: CampaignSpec,
+        missing: Sequence[str],
+        ids: Mapping[str, str],
+        journal: StepJournal,
+    ) -> None:
+        """Create the missing steps in one `GoogleAdsService.Mutate` request (atomic: all or
+        none). A new object gets a temporary resource name (a negative id) that the next
+        step's operation refers to; an existing parent is referred to by its real name."""
+        sdk, customer = self._sdk, self._customer_id
+        parents = dict(ids)
+        if "campaign" in parents:
+            parents["campaign"] = sdk.campaigns.campaign_path(customer, parents["campaign"])
+        operations = []
+        for number, step in enumerate(missing, start=1):
+            operation = sdk.client.get_type("MutateOperation")
+            created = getattr(operation, f"{_RESOURCES[step]}_operation").create
+            self._build(step, created, spec, parents)
+            if step != "ad":  # nothing refers to the ad
+                parents[step] = created.resource_name = (
+                    f"customers/{customer}/{_COLLECTIONS[step]}/-{number}"
+                )
+            operations.append(operation)
+        for step in missing:
+            journal.mark_attempt(step)
+        response = self._call(sdk.search.mutate, mutate_operations=operations)
+        for step, answer in zip(missing, response.mutate_operation_responses, strict=True):
+            name = str(getattr(answer, f"{_RESOURCES[step]}_result").resource_name)
+            journal.record(step, _resource_id(name) if step == "campaign" else name)
 
-    def _create_budget(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
-        sdk = self._sdk
-        operation = sdk.client.get_type("CampaignBudgetOperation")
-        budget = operation.create
-        budget.name = _object_name(f"{spec.name} budget", spec)
-        budget.amount_micros = in_micros(spec.daily_budget)
-        budget.delivery_method = sdk.client.enums.BudgetDeliveryMethodEnum.STANDARD
-        budget.explicitly_shared = False
-        response = self._call(sdk.budgets.mutate_campaign_budgets, operations=[operation])
-        return str(response.results[0].resource_name)
-
-    def _create_campaign(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
-        sdk = self._sdk
-        enums = sdk.client.enums
-        operation = sdk.client.get_type("CampaignOperation")
-        campaign = operation.create
-        campaign.name = _object_name(spec.name, spec)
-        campaign.campaign_budget = ids["budget"]
-        campaign.advertising_channel_type = enums.AdvertisingChannelTypeEnum.SEARCH
-        campaign.status = enums.CampaignStatusEnum.ENABLED
-        campaign.maximize_conversions = sdk.client.get_type("MaximizeConversions")
-        campaign.contains_eu_political_advertising = (
-            enums.EuPoliticalAdvertisingStatusEnum.DOES_NOT_CONTAIN_EU_POLITICAL_ADVERTISING
-        )
-        campaign.network_settings.target_google_search = True
-        campaign.network_settings.target_search_network = True
-        response = self._call(sdk.campaigns.mutate_campaigns, operations=[operation])
-        return _resource_id(response.results[0].resource_name)
-
-    def _create_ad_group(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
-        sdk = self._sdk
-        enums = sdk.client.enums
-        operation = sdk.client.get_type("AdGroupOperation")
-        ad_group = operation.create
-        ad_group.name = _object_name(spec.job.title, spec)
-        ad_group.campaign = sdk.campaigns.campaign_path(self._customer_id, ids["campaign"])
-        ad_group.type_ = enums.AdGroupTypeEnum.SEARCH_STANDARD
-        ad_group.status = enums.AdGroupStatusEnum.ENABLED
-        response = self._call(sdk.ad_groups.mutate_ad_groups, operations=[operation])
-        return str(response.results[0].resource_name)
-
-    def _create_ad(self, spec: CampaignSpec, ids: Mapping[str, str]) -> str:
-        sdk = self._sdk
-        operation = sdk.client.get_type("AdGroupAdOperation")
-        ad_group_ad = operation.create
-        ad_group_ad.ad_group = ids["ad_group"]
-        ad_group_ad.status = sdk.client.enums.AdGroupAdStatusEnum.ENABLED
-        ad_group_ad.ad.final_urls.append(spec.job.url)
-        text_asset = type(sdk.client.get_type("AdTextAsset"))
-        rsa = ad_group_ad.ad.responsive_search_ad
-        rsa.headlines.extend(text_asset(text=text) for text in _headlines(spec.job))
-        rsa.descriptions.extend(text_asset(text=text) for text in _descriptions(spec.job))
-        response = self._call(sdk.ads.mutate_ad_group_ads, operations=[operation])
-        return str(response.results[0].resource_name)
+    def _build(self, step: str, obj: Any, spec: CampaignSpec, parents: Mapping[str, str]) -> None:
+        """Fill in the new object of `step`; `parents`: resource names, temporary or real."""
+        client = self._sdk.client
+        enums = client.enums
+        if step == "budget":
+            obj.name = _object_name(f"{spec.name} budget", spec)
+            obj.amount_micros = in_micros(spec.daily_budget)
+            obj.delivery_method = enums.BudgetDeliveryMethodEnum.STANDARD
+            obj.explicitly_shared = False
+        elif step == "campaign":
+            obj.name = _object_name(spec.name, spec)
+            obj.campaign_budget = parents["budget"]
+            obj.advertising_channel_type = enums.AdvertisingChannelTypeEnum.SEARCH
+            obj.status = enums.CampaignStatusEnum.ENABLED
+            obj.maximize_conversions = client.get_type("MaximizeConversions")
+            obj.contains_eu_political_advertising = (
+                enums.EuPoliticalAdvertisingStatusEnum.DOES_NOT_CONTAIN_EU_POLITICAL_ADVERTISING
+            )
+            obj.network_settings.target_google_search = True
+            obj.network_settings.target_search_network = True
+        elif step == "ad_group":
+            obj.name = _object_name(spec.job.title, spec)
+            obj.campaign = parents["campaign"]
+            obj.type_ = enums.AdGroupTypeEnum.SEARCH_STANDARD
+            obj.status = enums.AdGroupStatusEnum.ENABLED
+        else:
+            obj.ad_group = parents["ad_group"]
+            obj.status = enums.AdGroupAdStatusEnum.ENABLED
+            obj.ad.final_urls.append(spec.job.url)
+            text_asset = type(client.get_type("AdTextAsset"))
+            rsa = obj.ad.responsive_search_ad
+            rsa.headlines.extend(text_asset(text=text) for text in _headlines(spec.job))
+            rsa.descriptions.extend(text_asset(text=text) for text in _descriptions(spec.job))
 
     def _find(self, step: str, spec: CampaignSpec, ids: Mapping[str, str]) -> str | None:
         """The object an earlier, unrecorded attempt at `step` created, if it exists."""
@@ -207,8 +218,7 @@ class GoogleAdsPlatform:
             return None
         if step == "campaign":
             return str(rows[0].campaign.id)
-        resource = {"budget": "campaign_budget", "ad_group": "ad_group", "ad": "ad_group_ad"}[step]
-        return str(getattr(rows[0], resource).resource_name)
+        return str(getattr(rows[0], _RESOURCES[step]).resource_name)
 
     # --- SDK plumbing ------------------------------------------------------------------------
 
@@ -238,11 +248,8 @@ class _Sdk:
     """What one adapter builds once: the SDK client and the service clients it calls."""
 
     client: Any
-    budgets: Any
     campaigns: Any
-    ad_groups: Any
-    ads: Any
-    search: Any
+    search: Any  # GoogleAdsService: Mutate, Search, SearchStream
     field_mask: Callable[[Any, Any], Any]
     # To decode a GoogleAdsFailure from trailing metadata where the SDK leaves it there.
     failure_type: Any
@@ -273,10 +280,7 @@ class _Sdk:
         errors = importlib.import_module(f"google.ads.googleads.{version}.errors.types.errors")
         return cls(
             client=client,
-            budgets=service("CampaignBudgetService"),
             campaigns=service("CampaignService"),
-            ad_groups=service("AdGroupService"),
-            ads=service("AdGroupAdService"),
             search=service("GoogleAdsService"),
             field_mask=field_mask,
             failure_type=errors.GoogleAdsFailure,

@@ -2,7 +2,8 @@
 (docs/platforms.md) — skip a step with an id, look up an attempted one by its tag, and mark
 an attempt (durable, with the cancellation check) before the call that creates it. The steps
 left to create go to the adapter's creator at once, so that a platform that can create
-several objects in one call (Meta's batch requests) does."""
+several objects in one call (Meta's batch requests, Google's `GoogleAdsService.Mutate`)
+does."""
 
 from __future__ import annotations
 

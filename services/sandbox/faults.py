@@ -42,8 +42,9 @@ class FaultRule:
     block_seconds: float = Field(default=10.0, gt=0, le=3600)
     signal: ThrottleSignal = "business_use_case"
 
-    def matches(self, platform: str, operation: str) -> bool:
-        return self.platform == platform and self.operation in ("*", operation)
+    def matches(self, platform: str, operations: tuple[str, ...]) -> bool:
+        """Whether the rule is for a call to `platform` that is any of `operations`."""
+        return self.platform == platform and (self.operation == "*" or self.operation in operations)
 
 
 @plain_dataclass
@@ -105,9 +106,11 @@ class FaultInjector:
                 for r in self._rules
             )
 
-    def draw(self, platform: str, operation: str) -> FaultRule | None:
-        """The rule that fires for this call, if any (consumes one of its `count`). While a
-        platform is blocked, every call gets a `throttle` rule with the time left."""
+    def draw(self, platform: str, operation: str, *inner: str) -> FaultRule | None:
+        """The rule that fires for this call, if any (consumes one of its `count`): a rule
+        for `operation`, for one of the `inner` operations the call carries (a request that
+        bundles several), or for '*'. While a platform is blocked, every call gets a
+        `throttle` rule with the time left."""
         now = time.time()
         with self._lock:
             block = self._blocks.get(platform)
@@ -122,7 +125,7 @@ class FaultInjector:
             if block is not None and block.first_call_after is None:
                 block.first_call_after = now
             for rule in self._rules:
-                if not rule.matches(platform, operation):
+                if not rule.matches(platform, (operation, *inner)):
                     continue
                 if rule.count is not None and rule.count <= 0:
                     continue

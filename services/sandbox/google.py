@@ -4,9 +4,15 @@ This module wires the servicers: each call is counted, its credentials checked, 
 set on the `FaultInjector` injected, and a failure sent as the real API sends it (a serialized
 `GoogleAdsFailure` in the trailing metadata, so the SDK raises `GoogleAdsException`). The
 package has no servicers, so each service is a generic handler built from the proto-plus
-request and response types of `api_version`. The work is done by the mutate engine
-(google_mutate.py, validation in google_validation.py) and GAQL search (google_search.py,
-the parser in google_gaql.py).
+request and response types of `api_version`: `<Resource>Service.Mutate<Resource>s` per
+resource and `GoogleAdsService` (`Mutate` across resources, `Search`, `SearchStream`). The
+work is done by the mutate engine (google_mutate.py, validation in google_validation.py) and
+GAQL search (google_search.py, the parser in google_gaql.py).
+
+Faults are drawn per call by operation name: `mutate_<resource>s` (e.g. `mutate_ad_groups`),
+`mutate` (GoogleAdsService.Mutate), `search`, `search_stream`. A `GoogleAdsService.Mutate`
+request also answers to the names of the resources it mutates: a `mutate_ad_groups` rule
+fails a request with an ad group operation — the whole request, as it is atomic.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import importlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from datetime import timedelta
 from typing import Any
@@ -23,7 +29,7 @@ import grpc
 
 from services.sandbox.faults import FaultInjector
 from services.sandbox.google_errors import ApiError, Problem, invalid
-from services.sandbox.google_mutate import MutateEngine
+from services.sandbox.google_mutate import MutateEngine, resource_of
 from services.sandbox.google_resources import RESOURCES, camel
 from services.sandbox.google_search import SearchEngine
 from services.sandbox.state import SandboxState
@@ -71,12 +77,27 @@ class GoogleAdsSandbox:
             request_deserializer=types.SearchGoogleAdsStreamRequest.deserialize,
             response_serializer=types.SearchGoogleAdsStreamResponse.serialize,
         )
+        mutate = grpc.unary_unary_rpc_method_handler(
+            self._unary("mutate", self._mutate_google_ads, _resource_operations),
+            request_deserializer=types.MutateGoogleAdsRequest.deserialize,
+            response_serializer=types.MutateGoogleAdsResponse.serialize,
+        )
         handlers.append(
             grpc.method_handlers_generic_handler(
-                prefix + "GoogleAdsService", {"Search": search, "SearchStream": search_stream}
+                prefix + "GoogleAdsService",
+                {"Mutate": mutate, "Search": search, "SearchStream": search_stream},
             )
         )
         return handlers
+
+    def _mutate_google_ads(self, request: Any) -> Any:
+        types = self._search_types
+        return types.MutateGoogleAdsResponse(
+            mutate_operation_responses=[
+                types.MutateOperationResponse(**{f"{resource}_result": {"resource_name": name}})
+                for resource, name in self._mutates.mutate_google_ads(request)
+            ]
+        )
 
     def _mutate_handler(self, prefix: str, resource: str) -> grpc.GenericRpcHandler:
         singular = camel(resource)
@@ -101,12 +122,18 @@ class GoogleAdsSandbox:
     # --- calls, faults and errors ------------------------------------------------------------
 
     def _unary(
-        self, operation: str, call: Callable[[Any], Any]
+        self,
+        operation: str,
+        call: Callable[[Any], Any],
+        inner: Callable[[Any], Iterable[str]] = lambda request: (),
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        """A unary handler; `inner` names the operations inside a request (faults for them
+        fire too)."""
+
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             request_id = uuid.uuid4().hex
             try:
-                self._admit(operation, context)
+                self._admit(context, operation, *inner(request))
                 response = call(request)
             except ApiError as error:
                 self._abort(context, error, request_id)
@@ -121,7 +148,7 @@ class GoogleAdsSandbox:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             request_id = uuid.uuid4().hex
             try:
-                self._admit(operation, context)
+                self._admit(context, operation)
                 responses = call(request)
             except ApiError as error:
                 self._abort(context, error, request_id)
@@ -132,8 +159,9 @@ class GoogleAdsSandbox:
 
         return handle
 
-    def _admit(self, operation: str, context: grpc.ServicerContext) -> None:
-        """Count the call, check its credentials headers, then apply any injected fault."""
+    def _admit(self, context: grpc.ServicerContext, *operations: str) -> None:
+        """Count the call, check its credentials headers, then apply any injected fault (one
+        draw per call, whatever the number of `operations` it is)."""
         self._state.count_request("google")
         metadata = dict(context.invocation_metadata())
         if not str(metadata.get("authorization", "")).startswith("Bearer "):
@@ -148,7 +176,7 @@ class GoogleAdsSandbox:
                 [Problem("authentication_error.DEVELOPER_TOKEN_INVALID", "No developer token.")],
                 "Request is missing the developer token.",
             )
-        rule = self._faults.draw("google", operation)
+        rule = self._faults.draw("google", *operations)
         if rule is None:
             return
         if rule.kind == "latency":
@@ -200,3 +228,9 @@ class GoogleAdsSandbox:
                 "retry_delay": problem.retry_delay,
             }
         return error
+
+
+def _resource_operations(request: Any) -> Iterable[str]:
+    """The fault names of the resources a `GoogleAdsService.Mutate` request mutates."""
+    resources = (resource_of(operation) for operation in request.mutate_operations)
+    return dict.fromkeys(f"mutate_{resource}s" for resource in resources if resource)

@@ -42,6 +42,6 @@ class ApiError(Exception):
         self.details = details
 
 
-def invalid(code: str, message: str) -> ApiError:
-    """The error of a request with one invalid argument."""
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, [Problem(code, message)])
+def invalid(code: str, message: str, location: Location = ()) -> ApiError:
+    """The error of a request with one invalid argument (at `location` in its operation)."""
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, [Problem(code, message, location)])

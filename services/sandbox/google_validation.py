@@ -1,38 +1,38 @@
 """What the Google sandbox refuses on create, as the real API does: each resource's check
-yields (error code, message, dotted field path in the object) per finding."""
+yields (error code, message, dotted field path in the object) per finding. Checks read the
+objects as the request sees them (`Staging`: stored, with the request's earlier operations
+over them), so a parent created earlier in the same request exists."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from services.sandbox.google_resources import PARENTS, objects
-from services.sandbox.state import SandboxState
+from services.sandbox.google_resources import PARENTS
 
 if TYPE_CHECKING:
-    from services.sandbox.google_mutate import Siblings
+    from services.sandbox.google_mutate import Siblings, Staging
 
 # A validation finding: (error code, message, dotted field path inside the checked object).
 Check = tuple[str, str, str]
-# A resource's check: (state, customer id, the new object, its live siblings) -> findings.
-Checker = Callable[[SandboxState, str, Any, "Siblings"], Iterator[Check]]
+# A resource's check: (the request's view, customer id, the new object, its live siblings)
+# -> findings.
+Checker = Callable[["Staging", str, Any, "Siblings"], Iterator[Check]]
 
 _MAX_HEADLINE_LENGTH = 30
 _MAX_DESCRIPTION_LENGTH = 90
 
 
-def _check_parent(state: SandboxState, resource: str, customer: str, obj: Any) -> Iterator[Check]:
+def _check_parent(view: Staging, resource: str, customer: str, obj: Any) -> Iterator[Check]:
     parent, link = PARENTS[resource]
     name = getattr(obj, link)
     if not name:
         yield "field_error.REQUIRED", f"The {link} is required.", link
-    elif name not in objects(state, parent) or not name.startswith(f"customers/{customer}/"):
+    elif view.get(parent, name) is None or not name.startswith(f"customers/{customer}/"):
         yield "mutate_error.RESOURCE_NOT_FOUND", f"{name!r} does not exist.", link
 
 
-def _check_budget(
-    state: SandboxState, customer: str, budget: Any, siblings: Siblings
-) -> Iterator[Check]:
+def _check_budget(view: Staging, customer: str, budget: Any, siblings: Siblings) -> Iterator[Check]:
     if not budget.name:
         yield "field_error.REQUIRED", "A budget needs a name.", "name"
     elif siblings.having("name", budget.name):
@@ -42,7 +42,7 @@ def _check_budget(
 
 
 def _check_campaign(
-    state: SandboxState, customer: str, campaign: Any, siblings: Siblings
+    view: Staging, customer: str, campaign: Any, siblings: Siblings
 ) -> Iterator[Check]:
     if not campaign.name:
         yield "field_error.REQUIRED", "A campaign needs a name.", "name"
@@ -62,8 +62,8 @@ def _check_campaign(
         )
     if type(campaign).pb(campaign).WhichOneof("campaign_bidding_strategy") is None:
         yield "field_error.REQUIRED", "A campaign needs a bidding strategy.", ""
-    yield from _check_parent(state, "campaign", customer, campaign)
-    budget = objects(state, "campaign_budget").get(campaign.campaign_budget)
+    yield from _check_parent(view, "campaign", customer, campaign)
+    budget = view.get("campaign_budget", campaign.campaign_budget)
     if (
         budget is not None
         and not budget.explicitly_shared
@@ -77,7 +77,7 @@ def _check_campaign(
 
 
 def _check_ad_group(
-    state: SandboxState, customer: str, ad_group: Any, siblings: Siblings
+    view: Staging, customer: str, ad_group: Any, siblings: Siblings
 ) -> Iterator[Check]:
     if not ad_group.name:
         yield "field_error.REQUIRED", "An ad group needs a name.", "name"
@@ -85,13 +85,13 @@ def _check_ad_group(
         other.campaign == ad_group.campaign for other in siblings.having("name", ad_group.name)
     ):
         yield "ad_group_error.DUPLICATE_ADGROUP_NAME", "The ad group name is taken.", "name"
-    yield from _check_parent(state, "ad_group", customer, ad_group)
+    yield from _check_parent(view, "ad_group", customer, ad_group)
 
 
 def _check_ad_group_ad(
-    state: SandboxState, customer: str, ad: Any, siblings: Siblings
+    view: Staging, customer: str, ad: Any, siblings: Siblings
 ) -> Iterator[Check]:
-    yield from _check_parent(state, "ad_group_ad", customer, ad)
+    yield from _check_parent(view, "ad_group_ad", customer, ad)
     rsa = ad.ad.responsive_search_ad
     path = "ad.responsive_search_ad"
     for kind, texts, minimum, maximum, max_length in (

@@ -123,21 +123,66 @@ def test_publish_creates_exactly_one_budget_campaign_ad_group_and_ad(
     assert len(ad.responsive_search_ad.descriptions) >= 2
 
 
-def test_resume_after_campaign_creates_only_ad_group_and_ad(
+def google_requests(sandbox: Sandbox) -> int:
+    return int(sandbox.state.stats()["requests_by_platform"]["google"])
+
+
+def test_a_publish_is_one_google_ads_mutate_request(
+    sandbox: Sandbox, platform: GoogleAdsPlatform, faults: FaultInjector
+) -> None:
+    # Only GoogleAdsService.Mutate answers to "mutate": the rule proves which call it was.
+    faults.add(FaultRule("google", "mutate", "latency", count=1, latency_ms=1))
+    spec = make_spec()
+    before = google_requests(sandbox)
+
+    platform.create_campaign_flow(spec, MemoryJournal())
+
+    assert google_requests(sandbox) == before + 1
+    assert faults.rules()[0]["count"] == 0
+    assert counts(sandbox.tree(spec)) == ONE_EACH
+
+
+def test_resume_creates_only_the_missing_objects_under_the_existing_ones(
+    sandbox: Sandbox, platform: GoogleAdsPlatform
+) -> None:
+    spec = make_spec()
+    journal = MemoryJournal()
+    first_half = GoogleAdsPlatform(sandbox.settings())
+    first_half.steps = ("budget", "campaign")  # a publish that stopped after the campaign
+    recorded = first_half.create_campaign_flow(spec, journal)
+    assert counts(sandbox.tree(spec)) == {"budget": 1, "campaign": 1, "ad_group": 0, "ad": 0}
+    before = google_requests(sandbox)
+
+    ids = platform.create_campaign_flow(spec, journal)
+
+    assert google_requests(sandbox) == before + 1  # no lookups: nothing was left unrecorded
+    assert ids["budget"] == recorded["budget"] and ids["campaign"] == recorded["campaign"]
+    tree = sandbox.tree(spec)
+    assert counts(tree) == ONE_EACH
+    assert tree["ad_group"][0].campaign == f"customers/{CUSTOMER_ID}/campaigns/{ids['campaign']}"
+    assert ids["ad_group"] == tree["ad_group"][0].resource_name
+    assert ids["ad"] == tree["ad"][0].resource_name
+
+
+def test_a_fault_on_mutate_ad_groups_fails_the_whole_request_and_a_retry_creates_all(
     sandbox: Sandbox, platform: GoogleAdsPlatform, faults: FaultInjector
 ) -> None:
     spec = make_spec()
     journal = MemoryJournal()
     faults.add(FaultRule("google", "mutate_ad_groups", "transient", count=1))
+    stored = sandbox.state.stats()["google"]
+
     with pytest.raises(TransientPlatformError):
         platform.create_campaign_flow(spec, journal)
-    recorded = dict(journal.ids)
-    assert set(recorded) == {"budget", "campaign"}
 
-    ids = platform.create_campaign_flow(spec, journal)
+    assert sandbox.state.stats()["google"] == stored  # the request created nothing
+    assert counts(sandbox.tree(spec)) == {step: 0 for step in GoogleAdsPlatform.steps}
+    assert journal.ids == {} and journal.attempted == set(GoogleAdsPlatform.steps)
 
-    assert ids["budget"] == recorded["budget"] and ids["campaign"] == recorded["campaign"]
+    ids = platform.create_campaign_flow(spec, journal)  # looks each step up, then creates
+
     assert counts(sandbox.tree(spec)) == ONE_EACH
+    assert ids == journal.ids
 
 
 @pytest.mark.parametrize("step", GoogleAdsPlatform.steps)
@@ -213,10 +258,11 @@ def test_sandbox_rejects_a_responsive_search_ad_with_too_few_headlines(
 
     ids = platform.create_campaign_flow(make_spec(), MemoryJournal())
     sdk = platform._sdk  # the adapter's own service clients: the SDK exactly as it calls
-    operation = sdk.client.get_type("AdGroupAdOperation")
-    operation.create.ad_group = ids["ad_group"]
-    operation.create.ad.final_urls.append("https://jobs.example.com/x")
-    rsa = operation.create.ad.responsive_search_ad
+    operation = sdk.client.get_type("MutateOperation")
+    ad_group_ad = operation.ad_group_ad_operation.create
+    ad_group_ad.ad_group = ids["ad_group"]
+    ad_group_ad.ad.final_urls.append("https://jobs.example.com/x")
+    rsa = ad_group_ad.ad.responsive_search_ad
     for text in ("Only one", "Only two"):
         headline = sdk.client.get_type("AdTextAsset")
         headline.text = text
@@ -227,17 +273,20 @@ def test_sandbox_rejects_a_responsive_search_ad_with_too_few_headlines(
         rsa.descriptions.append(description)
 
     with pytest.raises(GoogleAdsException) as raised:
-        sdk.ads.mutate_ad_group_ads(customer_id=CUSTOMER_ID, operations=[operation], timeout=10)
+        sdk.search.mutate(customer_id=CUSTOMER_ID, mutate_operations=[operation], timeout=10)
 
     (error,) = raised.value.failure.errors
     assert error.error_code.collection_size_error.name == "TOO_FEW"
-    assert [element.field_name for element in error.location.field_path_elements] == [
-        "operations",
+    elements = error.location.field_path_elements
+    assert [element.field_name for element in elements] == [
+        "mutate_operations",
+        "ad_group_ad_operation",
         "create",
         "ad",
         "responsive_search_ad",
         "headlines",
     ]
+    assert elements[0].index == 0
     assert raised.value.request_id
 
 

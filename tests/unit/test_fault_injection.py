@@ -18,6 +18,16 @@ def test_rule_matches_its_platform_and_operation_or_wildcard() -> None:
     assert faults.draw("google", "search") is not None
 
 
+def test_a_call_bundling_operations_matches_a_rule_for_any_of_them_once() -> None:
+    faults = FaultInjector()
+    faults.add(FaultRule(platform="google", operation="mutate_ad_groups", count=1))
+    assert faults.draw("google", "mutate", "mutate_campaigns") is None
+    assert faults.draw("google", "mutate", "mutate_campaigns", "mutate_ad_groups") is not None
+    faults.add(FaultRule(platform="google", operation="*", count=1))
+    assert faults.draw("google", "mutate", "mutate_campaigns", "mutate_ad_groups") is not None
+    assert faults.draw("google", "mutate", "mutate_campaigns", "mutate_ad_groups") is None
+
+
 def test_count_bounds_how_often_a_rule_fires() -> None:
     faults = FaultInjector()
     faults.add(FaultRule(platform="meta", kind="transient", count=2))
