@@ -5,6 +5,7 @@ run-until-SIGTERM loop."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -181,9 +182,19 @@ def with_tracking(metadata: sa.MetaData) -> sa.MetaData:
     return metadata
 
 
+def freeze_startup_objects() -> None:
+    """Put what starting allocated (modules, the SDKs' descriptors and generated types, the
+    ORM's mappings: ~250,000 long-lived objects) out of the cyclic collector's reach. Each
+    full collection otherwise walks them all: a 40-90 ms stop of every thread of the process,
+    seen as lone outliers in retry due times and request latencies."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(kit: ServiceKit, worker: Worker, health_port: int | None) -> None:
     """Start the worker's components and the health server, then block until SIGTERM or
     SIGINT."""
+    freeze_startup_objects()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -35,7 +35,7 @@ from shared.events import (
     ScheduleStateChanged,
     TaskStatus,
 )
-from shared.service import build_kit
+from shared.service import build_kit, freeze_startup_objects
 from shared.settings import get_settings
 from shared.topics import TOPICS
 
@@ -83,6 +83,7 @@ def main() -> None:
     )
     app = create_app(settings, kit, live, worker.components, worker.readiness, inspector)
     app.state.throttles = throttles
+    freeze_startup_objects()
     uvicorn.run(app, host=settings.bind_address, port=settings.http_port, log_config=None)
     if app.state.dead_components:
         sys.exit(f"gateway: {', '.join(app.state.dead_components)} stopped unexpectedly")

@@ -88,3 +88,17 @@ def test_a_runtime_whose_loop_crashed_is_not_healthy() -> None:
     assert thread is not None
     thread.join(5)
     assert not runtime.healthy()
+
+
+def test_startup_objects_are_frozen_out_of_the_collectors_reach() -> None:
+    import gc
+
+    from shared.service import freeze_startup_objects
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 10_000  # every module and type loaded so far
+    finally:
+        gc.unfreeze()
