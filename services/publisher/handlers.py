@@ -102,7 +102,7 @@ class PublishCampaign:
         except Exception:
             _keep_ids(stored)  # a retry skips what was created
             raise
-        stored.flush()
+        stored.flush(ctx.session)
         journal.report()
         published = CampaignPublished(
             campaign_id=command.campaign_id,

@@ -1,9 +1,10 @@
-"""The publish step journal in the publisher's tables, two transactions per publish:
-`begin(steps)` commits every step of the flow as attempted before the first platform call,
-and `flush()` commits the created ids when the flow ends (or stops on a failed call). A step
-an earlier run attempted but did not record may exist on the platform: the adapters look it up
-by its tag before creating it again (adplatforms/steps.py), so a crash at any point never
-creates an object twice; it only costs those lookups on the retry."""
+"""The publish step journal in the publisher's tables: `begin(steps)` commits every step of
+the flow as attempted, in a transaction of its own, before the first platform call; `flush()`
+saves the created ids when the flow ends, in the handler's transaction (committed with its
+tracking row), or alone when the flow stops on a failed call. A step an earlier run attempted
+but did not record may exist on the platform: the adapters look it up by its tag before
+creating it again (adplatforms/steps.py), so a crash at any point never creates an object
+twice; it only costs those lookups on the retry."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from services.publisher.models import PublishStep
 from shared.db import Database
@@ -77,11 +79,17 @@ class DbStepJournal:
         self._ids[step] = external_id
         self._unsaved[step] = (external_id, _now())
 
-    def flush(self) -> None:
-        """Commit the ids recorded since the last commit (the end of a flow)."""
-        if self._unsaved:
-            with self.db.engine.begin() as conn:
-                self._save_ids(conn)
+    def flush(self, session: Session | None = None) -> None:
+        """Save the ids recorded since the last save: in `session`'s transaction when given
+        (the handler's, committed with its tracking row: one commit fewer per publish), else
+        in a transaction of its own (after a failed call, when the handler's is rolled back)."""
+        if not self._unsaved:
+            return
+        if session is not None:
+            self._save_ids(session.connection())
+            return
+        with self.db.engine.begin() as conn:
+            self._save_ids(conn)
 
     def created(self) -> dict[str, str]:
         return dict(self._ids)

@@ -1,4 +1,4 @@
-"""The publisher's step journal on its tables: two transactions per publish, and what a restart
+"""The publisher's step journal on its tables: its transactions per publish, and what a restart
 sees at each point of the flow."""
 
 from __future__ import annotations
@@ -77,3 +77,30 @@ def test_a_planned_flow_commits_twice_and_a_restart_looks_up_every_unrecorded_st
     resumed = run_steps(steps, crashed, find, one_at_a_time(create))
     assert looked_up == list(steps) and resumed["campaign"] == "found-campaign"
     assert created == [*steps, "adset", "creative", "ad"]
+
+
+def test_the_ids_at_the_end_go_with_the_handlers_transaction(tmp_path: Path) -> None:
+    db = journal_db(tmp_path)
+    commits: list[int] = []
+    sa.event.listen(db.engine, "commit", lambda conn: commits.append(1))
+    steps = ("campaign", "adset")
+    journal = DbStepJournal(db, "c4", "meta")
+    journal.begin(steps)
+    for step in steps:
+        journal.record(step, f"{step}-1")
+    with db.session() as rolled_back:
+        journal.flush(rolled_back)
+        rolled_back.rollback()  # the handler failed after the flow: nothing saved
+    assert DbStepJournal(db, "c4", "meta").created() == {}
+    again = DbStepJournal(db, "c4", "meta")
+    for step in steps:
+        again.record(step, f"{step}-1")
+    before = len(commits)
+    with db.session() as handlers:
+        again.flush(handlers)
+        handlers.commit()
+    assert len(commits) == before + 1  # no commit of its own: the handler's carries the ids
+    assert DbStepJournal(db, "c4", "meta").created() == {
+        "campaign": "campaign-1",
+        "adset": "adset-1",
+    }
