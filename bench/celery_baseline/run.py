@@ -4,10 +4,8 @@ persistence), a Celery worker and the FastAPI front, each as a process of its ow
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.child import ChildProcess
 from infra.ports import free_port
 from infra.waiting import wait_for
 
@@ -49,39 +48,6 @@ def worker_shape() -> WorkerShape:
     )
 
 
-class _Process:
-    """A child in its own session, so that stopping it stops its children too."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
-        self.name = name
-        self.log_path = logs / f"{name}.log"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError):  # pool children the worker left behind
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
 def _redis_server() -> str:
     script = ROOT / "infra" / "redis.sh"
     found = subprocess.run([str(script)], check=True, capture_output=True, text=True)
@@ -110,18 +76,18 @@ def running(shape: WorkerShape) -> Iterator[Baseline]:
     }
     redis_argv = [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1"]
     redis_argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
-    processes: list[_Process] = []
+    processes: list[ChildProcess] = []
     finished = False
     try:
-        processes.append(_Process("redis", redis_argv, env, workdir))
+        processes.append(ChildProcess("redis", redis_argv, env, workdir))
         celery_argv = [sys.executable, "-m", "celery", "-A", "bench.celery_baseline.app:celery"]
         celery_argv += ["worker", "--pool", shape.pool, "--concurrency", str(shape.concurrency)]
         celery_argv += ["--queues", QUEUES, "--loglevel", "WARNING"]
         celery_argv += ["--hostname", f"bench{redis_port}@%h"]
-        processes.append(_Process("celery-worker", celery_argv, env, workdir))
+        processes.append(ChildProcess("celery-worker", celery_argv, env, workdir))
         front_argv = [sys.executable, "-m", "uvicorn", "bench.celery_baseline.front:app"]
         front_argv += ["--host", "127.0.0.1", "--port", str(http_port), "--log-level", "warning"]
-        processes.append(_Process("front", front_argv, env, workdir))
+        processes.append(ChildProcess("front", front_argv, env, workdir))
         base = f"http://127.0.0.1:{http_port}"
 
         def front_answers() -> bool:

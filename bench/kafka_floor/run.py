@@ -1,0 +1,72 @@
+"""Runs the floor for one benchmark: its topics under a fresh prefix on the running broker,
+the worker and the FastAPI front as processes of their own; all removed again on exit."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.celery_baseline.run import Baseline
+from bench.child import ChildProcess
+from infra.ports import free_port
+from infra.waiting import wait_for
+
+# As AdFlux declares them: commands on 3 partitions, task.status on 6.
+PARTITIONS = {"cmd": 3, "status": 6}
+
+
+@contextmanager
+def running(bootstrap: str) -> Iterator[Baseline]:
+    """Topics, worker and front up; a task through them once before it yields."""
+    prefix = f"floor-{uuid.uuid4().hex[:8]}."
+    topics = [f"{prefix}{name}" for name in PARTITIONS]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    created = admin.create_topics(
+        [NewTopic(f"{prefix}{name}", n, 1) for name, n in PARTITIONS.items()]
+    )
+    for future in created.values():
+        future.result()
+    workdir = Path(tempfile.mkdtemp(prefix="adflux-bench-floor-"))
+    http_port = free_port()
+    env = {"BENCH_FLOOR_BOOTSTRAP": bootstrap, "BENCH_FLOOR_PREFIX": prefix}
+    processes: list[ChildProcess] = []
+    try:
+        worker_argv = [sys.executable, "-m", "bench.kafka_floor.worker"]
+        processes.append(ChildProcess("floor-worker", worker_argv, env, workdir))
+        front_argv = [sys.executable, "-m", "uvicorn", "bench.kafka_floor.front:app"]
+        front_argv += ["--host", "127.0.0.1", "--port", str(http_port), "--log-level", "warning"]
+        processes.append(ChildProcess("floor-front", front_argv, env, workdir))
+        base = f"http://127.0.0.1:{http_port}"
+
+        def a_task_went_through() -> bool:
+            for process in processes:
+                process.check_alive()
+            try:
+                task_id = httpx.post(f"{base}/tasks", json={"name": "probe"}).json()["task_id"]
+                wait_for(
+                    lambda: httpx.get(f"{base}/tasks/{task_id}").json()["state"] == "SUCCESS",
+                    5,
+                    0.05,
+                    "a probe task",
+                )
+                return True
+            except (httpx.HTTPError, AssertionError):
+                return False
+
+        wait_for(a_task_went_through, 90, 0.5, "the Kafka floor")
+        yield Baseline(base, {p.name: p.proc.pid for p in processes})
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        for future in admin.delete_topics(topics).values():
+            future.result()
+        shutil.rmtree(workdir, ignore_errors=True)
