@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from adplatforms.base import (
     TransientPlatformError,
 )
 from adplatforms.meta import MetaAdsPlatform
+from adplatforms.quota import PlatformQuota
 from infra.waiting import wait_for
 from shared.settings import PlatformSettings
 from tests.conftest import running_sandbox
@@ -213,6 +215,37 @@ def test_a_publish_is_one_batch_request(meta: MetaAdsPlatform) -> None:
     before = batches()
     meta.create_campaign_flow(spec("c-one"), MemoryJournal())
     assert batches() == before + 1
+
+
+class CountingQuota:
+    """Counts the tokens the adapter asks for; blocks nothing."""
+
+    def __init__(self) -> None:
+        self.admitted = 0
+
+    def check(self, platform: str, account: str) -> None:
+        pass
+
+    def admit(self, platform: str, account: str) -> None:
+        self.admitted += 1
+
+    def observe(self, *_: object) -> None:
+        pass
+
+    def observe_meta_headers(self, *_: object) -> None:
+        pass
+
+
+def test_a_batch_takes_one_token_per_request_in_it(meta: MetaAdsPlatform, graph_url: str) -> None:
+    quota = CountingQuota()
+    paced = MetaAdsPlatform(PlatformSettings(meta_graph_url=graph_url), cast(PlatformQuota, quota))
+    journal = MemoryJournal(
+        ids={"campaign": meta.create_campaign_flow(spec("c-q0"), MemoryJournal())["campaign"]}
+    )
+    paced.create_campaign_flow(spec("c-q1"), MemoryJournal())
+    assert quota.admitted == 4
+    paced.create_campaign_flow(spec("c-q0"), journal)  # the campaign exists: three requests
+    assert quota.admitted == 4 + 3
 
 
 def test_batch_requests_refer_to_named_answers(meta: MetaAdsPlatform, graph_url: str) -> None:
