@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from adplatforms.base import (
 )
 from adplatforms.quota import PlatformQuota
 from adplatforms.steps import run_steps
+from shared import metrics
 from shared.redaction import redact
 from shared.settings import PlatformSettings
 
@@ -226,7 +228,20 @@ class GoogleAdsPlatform:
         # The SDK sets neither a deadline nor a retry policy we want: retries are ours.
         if self._quota is not None:
             self._quota.admit("google", self._customer_id)
-        return method(customer_id=self._customer_id, retry=None, timeout=self._timeout, **fields)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return method(
+                customer_id=self._customer_id, retry=None, timeout=self._timeout, **fields
+            )
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            operation = getattr(method, "__name__", "call")
+            metrics.PLATFORM_CALLS.labels("google", operation, outcome).observe(
+                time.perf_counter() - started
+            )
 
     @contextmanager
     def _platform_errors(self) -> Iterator[None]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from adplatforms.base import (
     CampaignSpec,
@@ -134,10 +135,13 @@ def test_a_publish_is_one_google_ads_mutate_request(
     faults.add(FaultRule("google", "mutate", "latency", count=1, latency_ms=1))
     spec = make_spec()
     before = google_requests(sandbox)
+    labels = {"platform": "google", "operation": "mutate", "outcome": "ok"}
+    timed = REGISTRY.get_sample_value("adflux_platform_call_seconds_count", labels) or 0.0
 
     platform.create_campaign_flow(spec, MemoryJournal())
 
     assert google_requests(sandbox) == before + 1
+    assert REGISTRY.get_sample_value("adflux_platform_call_seconds_count", labels) == timed + 1
     assert faults.rules()[0]["count"] == 0
     assert counts(sandbox.tree(spec)) == ONE_EACH
 
