@@ -13,7 +13,6 @@ from adplatforms.base import StepJournal
 
 # (step, ids of the steps before it that exist: recorded or found) -> the object's id
 FindStep = Callable[[str, Mapping[str, str]], str | None]
-CreateStep = Callable[[str, Mapping[str, str]], str]
 # (steps to create, in order; ids of the others, journal) -> None. A creator marks each
 # step's attempt in the journal before the call that creates it and records every id it gets
 # back, those before a failure included, then raises the failure.
@@ -48,18 +47,3 @@ def run_steps(
             raise RuntimeError(f"the creator returned without an id for step {step!r}")
         ids[step] = created
     return {step: ids[step] for step in steps}
-
-
-def one_at_a_time(create: CreateStep) -> CreateSteps:
-    """A creator that makes each step with a call of its own, in order."""
-
-    def create_in_turn(
-        missing: Sequence[str], ids: Mapping[str, str], journal: StepJournal
-    ) -> None:
-        known = dict(ids)
-        for step in missing:
-            journal.mark_attempt(step)
-            known[step] = create(step, known)
-            journal.record(step, known[step])
-
-    return create_in_turn

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from adplatforms.steps import one_at_a_time, run_steps
+from adplatforms.steps import run_steps
+from tests.support.creators import one_at_a_time
 from tests.support.journal import MemoryJournal
 
 STEPS = ("budget", "campaign", "ad_group", "ad")

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from adplatforms.steps import one_at_a_time, run_steps
+from adplatforms.steps import run_steps
 from services.publisher.journal import DbStepJournal
 from services.publisher.models import metadata
 from shared.db import Database
+from tests.support.creators import one_at_a_time
 
 
 def journal_db(tmp_path: Path) -> Database:
