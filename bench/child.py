@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,3 +44,15 @@ class ChildProcess:
                 self.proc.wait(10)
         with contextlib.suppress(ProcessLookupError):  # pool children the worker left behind
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_front(name: str, app: str, port: int, env: dict[str, str], logs: Path) -> ChildProcess:
+    """A baseline's FastAPI app (`module:attribute`) served by uvicorn on loopback `port`."""
+    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    return ChildProcess(name, [*argv, "--log-level", "warning"], env, logs)
+
+
+def check_alive(processes: list[ChildProcess]) -> None:
+    """Raise with the log's tail if any of `processes` has exited."""
+    for process in processes:
+        process.check_alive()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.child import ChildProcess
+from bench.child import ChildProcess, check_alive, start_front
 from infra.ports import free_port
 from infra.waiting import wait_for
 
@@ -85,14 +85,12 @@ def running(shape: WorkerShape) -> Iterator[Baseline]:
         celery_argv += ["--queues", QUEUES, "--loglevel", "WARNING"]
         celery_argv += ["--hostname", f"bench{redis_port}@%h"]
         processes.append(ChildProcess("celery-worker", celery_argv, env, workdir))
-        front_argv = [sys.executable, "-m", "uvicorn", "bench.celery_baseline.front:app"]
-        front_argv += ["--host", "127.0.0.1", "--port", str(http_port), "--log-level", "warning"]
-        processes.append(ChildProcess("front", front_argv, env, workdir))
+        front = start_front("front", "bench.celery_baseline.front:app", http_port, env, workdir)
+        processes.append(front)
         base = f"http://127.0.0.1:{http_port}"
 
         def front_answers() -> bool:
-            for process in processes:
-                process.check_alive()
+            check_alive(processes)
             try:
                 return httpx.get(f"{base}/tasks/probe", timeout=2).status_code == 200
             except httpx.HTTPError:

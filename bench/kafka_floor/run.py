@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.celery_baseline.run import Baseline
-from bench.child import ChildProcess
+from bench.child import ChildProcess, check_alive, start_front
 from infra.ports import free_port
 from infra.waiting import wait_for
 
@@ -42,14 +42,12 @@ def running(bootstrap: str) -> Iterator[Baseline]:
     try:
         worker_argv = [sys.executable, "-m", "bench.kafka_floor.worker"]
         processes.append(ChildProcess("floor-worker", worker_argv, env, workdir))
-        front_argv = [sys.executable, "-m", "uvicorn", "bench.kafka_floor.front:app"]
-        front_argv += ["--host", "127.0.0.1", "--port", str(http_port), "--log-level", "warning"]
-        processes.append(ChildProcess("floor-front", front_argv, env, workdir))
+        front = start_front("floor-front", "bench.kafka_floor.front:app", http_port, env, workdir)
+        processes.append(front)
         base = f"http://127.0.0.1:{http_port}"
 
         def a_task_went_through() -> bool:
-            for process in processes:
-                process.check_alive()
+            check_alive(processes)
             try:
                 task_id = httpx.post(f"{base}/tasks", json={"name": "probe"}).json()["task_id"]
                 wait_for(
