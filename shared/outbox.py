@@ -223,20 +223,21 @@ class OutboxRelay(BackgroundLoop):
         self._topics = {name for name, _ in outbox.names.all_specs()}
         self._last_purge = datetime.now(UTC)
         self._last_export = 0.0
+        self._last_exported: int | None = None  # the backlog last exported (None: never)
 
     def relay_once(self) -> int:
-        """Send one batch; returns how many rows it settled (sent or set aside). Whatever
-        happened (the broker down included), the backlog gauge then holds the unsent count;
-        while full batches follow one another it is counted at most every
-        BACKLOG_EXPORT_INTERVAL seconds (the count reads every unsent row: after a bulk
-        intake, hundreds of thousands per batch of 500)."""
+        """Send one batch; returns how many rows it settled (sent or set aside). The backlog
+        gauge then holds the unsent count, read at most every BACKLOG_EXPORT_INTERVAL seconds
+        (the count reads every unsent row: after a bulk intake, hundreds of thousands; and on
+        the command path it would cost each POST a query), and at once when a pass finds the
+        outbox empty while the gauge still shows rows."""
         settled: int | None = None
         try:
             settled = self._relay_batch()
             return settled
         finally:
-            draining = settled == self.batch_size
-            if not draining or time.monotonic() - self._last_export >= BACKLOG_EXPORT_INTERVAL:
+            due = time.monotonic() - self._last_export >= BACKLOG_EXPORT_INTERVAL
+            if due or (settled == 0 and self._last_exported != 0):
                 self._export_backlog()
 
     def _export_backlog(self) -> None:
@@ -253,6 +254,7 @@ class OutboxRelay(BackgroundLoop):
             return
         metrics.OUTBOX_PENDING.labels(self.service).set(unsent or 0)
         self._last_export = time.monotonic()
+        self._last_exported = unsent or 0
 
     def _relay_batch(self) -> int:
         table = self.outbox.table

@@ -108,6 +108,39 @@ def test_the_outbox_backlog_alert_fires_from_a_relay_whose_broker_is_down(
     assert not fires(tmp_path, "AdfluxOutboxBacklog", series, f"{drained:g}x15", "8m")
 
 
+def test_the_relay_counts_its_backlog_at_most_once_a_second_and_when_it_empties(
+    tracking_db: Database, names: TopicNames, kafka_bootstrap: str
+) -> None:
+    metadata = sa.MetaData()
+    _, table = tracking_tables(metadata)
+    outbox = Outbox(table, names)
+    counts: list[str] = []
+
+    def count_queries(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "count(" in statement.lower():
+            counts.append(statement)
+
+    sa.event.listen(tracking_db.engine, "before_cursor_execute", count_queries)
+    producer = EventProducer(kafka_bootstrap, "relay")
+    relay = OutboxRelay(tracking_db, outbox, producer, SERVICE)
+    try:
+        for n in range(5):  # a command per pass, as POSTs one after another make them
+            payload = TaskStatus(
+                task_id=f"c{n}", name="ml.train", state=TaskState.PENDING, at=datetime.now(UTC)
+            )
+            with tracking_db.session() as session:
+                outbox.add(session, new_event(payload, source="test", subject=f"c{n}"))
+            assert relay.relay_once() == 1
+        assert len(counts) == 1  # the first pass only: the others came within the second
+        assert relay.relay_once() == 0  # empty while the gauge may still show rows: count
+        assert scraped("adflux_outbox_pending", service=SERVICE) == 0
+        assert relay.relay_once() == 0
+        assert len(counts) <= 2
+    finally:
+        sa.event.remove(tracking_db.engine, "before_cursor_execute", count_queries)
+        producer.close()
+
+
 def scrape(url: str, name: str, **labels: str) -> float:
     """A sample's value from a process's /metrics over HTTP (0 when not exported yet)."""
     text = httpx.get(url, timeout=10).text
