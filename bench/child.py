@@ -1,14 +1,23 @@
-"""A benchmark's own child process (a baseline's server, worker or front) in a session of its
-own, so that stopping it stops whatever it started too; its output goes to a log file."""
+"""A baseline's own child processes (server, worker, HTTP front), each in a session of its
+own so that stopping it stops whatever it started too, with its output in a log file; and
+the one way a baseline starts its front and waits for it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+
+from infra.ports import free_port
+from infra.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,13 +55,48 @@ class ChildProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_front(name: str, app: str, port: int, env: dict[str, str], logs: Path) -> ChildProcess:
-    """A baseline's FastAPI app (`module:attribute`) served by uvicorn on loopback `port`."""
+@contextmanager
+def children(workdir: Path) -> Iterator[list[ChildProcess]]:
+    """The processes a baseline starts (append them): stopped in reverse order on exit; the
+    work directory removed after a clean run, kept with its logs (and said) after a failure."""
+    processes: list[ChildProcess] = []
+    finished = False
+    try:
+        yield processes
+        finished = True
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        if finished:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"  (logs of the failed run kept in {workdir})")
+
+
+def serve_front(
+    processes: list[ChildProcess],
+    name: str,
+    app: str,
+    env: dict[str, str],
+    logs: Path,
+    ready: Callable[[str], bool],
+    what: str,
+) -> str:
+    """Serve a baseline's FastAPI app (`module:attribute`) with uvicorn on a free loopback
+    port, next to `processes`; return its base URL once `ready(base)` holds (an HTTP error
+    or a failed wait inside it counts as not yet; a dead process fails at once)."""
+    port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    return ChildProcess(name, [*argv, "--log-level", "warning"], env, logs)
+    processes.append(ChildProcess(name, [*argv, "--log-level", "warning"], env, logs))
+    base = f"http://127.0.0.1:{port}"
 
+    def answers() -> bool:
+        for process in processes:
+            process.check_alive()
+        try:
+            return ready(base)
+        except (httpx.HTTPError, AssertionError):
+            return False
 
-def check_alive(processes: list[ChildProcess]) -> None:
-    """Raise with the log's tail if any of `processes` has exited."""
-    for process in processes:
-        process.check_alive()
+    wait_for(answers, 90, 0.2, what)
+    return base

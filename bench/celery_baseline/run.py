@@ -5,7 +5,6 @@ persistence), a Celery worker and the FastAPI front, each as a process of its ow
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,9 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.child import ChildProcess, check_alive, start_front
+from bench.child import ChildProcess, children, serve_front
 from infra.ports import free_port
-from infra.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = "default,high_priority,low_priority"
@@ -69,40 +67,31 @@ def running(shape: WorkerShape) -> Iterator[Baseline]:
     campaigns = workdir / "campaigns.db"
     with sqlite3.connect(campaigns) as conn:
         conn.execute("CREATE TABLE campaigns (id TEXT, platform TEXT, external_id TEXT)")
-    redis_port, http_port = free_port(), free_port()
+    redis_port = free_port()
     env = {
         "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "BENCH_CAMPAIGNS_DB": str(campaigns),
     }
     redis_argv = [_redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1"]
     redis_argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
-    processes: list[ChildProcess] = []
-    finished = False
-    try:
+
+    def front_answers(base: str) -> bool:
+        return httpx.get(f"{base}/tasks/probe", timeout=2).status_code == 200
+
+    with children(workdir) as processes:
         processes.append(ChildProcess("redis", redis_argv, env, workdir))
         celery_argv = [sys.executable, "-m", "celery", "-A", "bench.celery_baseline.app:celery"]
         celery_argv += ["worker", "--pool", shape.pool, "--concurrency", str(shape.concurrency)]
         celery_argv += ["--queues", QUEUES, "--loglevel", "WARNING"]
         celery_argv += ["--hostname", f"bench{redis_port}@%h"]
         processes.append(ChildProcess("celery-worker", celery_argv, env, workdir))
-        front = start_front("front", "bench.celery_baseline.front:app", http_port, env, workdir)
-        processes.append(front)
-        base = f"http://127.0.0.1:{http_port}"
-
-        def front_answers() -> bool:
-            check_alive(processes)
-            try:
-                return httpx.get(f"{base}/tasks/probe", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(front_answers, 60, 0.2, "the Celery baseline's front")
+        base = serve_front(
+            processes,
+            "front",
+            "bench.celery_baseline.front:app",
+            env,
+            workdir,
+            front_answers,
+            "the Celery baseline's front",
+        )
         yield Baseline(base, {p.name: p.proc.pid for p in processes})
-        finished = True
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        if finished:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"  (logs of the failed run kept in {workdir})")

@@ -3,7 +3,6 @@ the worker and the FastAPI front as processes of their own; all removed again on
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import uuid
@@ -16,8 +15,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.celery_baseline.run import Baseline
-from bench.child import ChildProcess, check_alive, start_front
-from infra.ports import free_port
+from bench.child import ChildProcess, children, serve_front
 from infra.waiting import wait_for
 
 # As AdFlux declares them: commands on 3 partitions, task.status on 6.
@@ -36,35 +34,32 @@ def running(bootstrap: str) -> Iterator[Baseline]:
     for future in created.values():
         future.result()
     workdir = Path(tempfile.mkdtemp(prefix="adflux-bench-floor-"))
-    http_port = free_port()
     env = {"BENCH_FLOOR_BOOTSTRAP": bootstrap, "BENCH_FLOOR_PREFIX": prefix}
-    processes: list[ChildProcess] = []
+
+    def a_task_went_through(base: str) -> bool:
+        task_id = httpx.post(f"{base}/tasks", json={"name": "probe"}).json()["task_id"]
+        wait_for(
+            lambda: httpx.get(f"{base}/tasks/{task_id}").json()["state"] == "SUCCESS",
+            5,
+            0.05,
+            "a probe task",
+        )
+        return True
+
     try:
-        worker_argv = [sys.executable, "-m", "bench.kafka_floor.worker"]
-        processes.append(ChildProcess("floor-worker", worker_argv, env, workdir))
-        front = start_front("floor-front", "bench.kafka_floor.front:app", http_port, env, workdir)
-        processes.append(front)
-        base = f"http://127.0.0.1:{http_port}"
-
-        def a_task_went_through() -> bool:
-            check_alive(processes)
-            try:
-                task_id = httpx.post(f"{base}/tasks", json={"name": "probe"}).json()["task_id"]
-                wait_for(
-                    lambda: httpx.get(f"{base}/tasks/{task_id}").json()["state"] == "SUCCESS",
-                    5,
-                    0.05,
-                    "a probe task",
-                )
-                return True
-            except (httpx.HTTPError, AssertionError):
-                return False
-
-        wait_for(a_task_went_through, 90, 0.5, "the Kafka floor")
-        yield Baseline(base, {p.name: p.proc.pid for p in processes})
+        with children(workdir) as processes:
+            worker_argv = [sys.executable, "-m", "bench.kafka_floor.worker"]
+            processes.append(ChildProcess("floor-worker", worker_argv, env, workdir))
+            base = serve_front(
+                processes,
+                "floor-front",
+                "bench.kafka_floor.front:app",
+                env,
+                workdir,
+                a_task_went_through,
+                "the Kafka floor",
+            )
+            yield Baseline(base, {p.name: p.proc.pid for p in processes})
     finally:
-        for process in reversed(processes):
-            process.stop()
         for future in admin.delete_topics(topics).values():
             future.result()
-        shutil.rmtree(workdir, ignore_errors=True)
