@@ -29,6 +29,8 @@ ALEMBIC_DIR = ROOT / "shared" / "alembic"
 _migrate_lock = threading.Lock()
 # SQLite connections kept per engine: a worker's lanes (16 by default) and other threads.
 POOL_SIZE = 24
+# Seconds between the background checkpoints of a SQLite WAL (WalCheckpointer).
+WAL_CHECKPOINT_INTERVAL = 1.0
 
 
 def utcnow() -> datetime:
@@ -110,7 +112,9 @@ class Database:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             SqliteWriterLock(self.engine)
+            self._checkpointer: WalCheckpointer | None = WalCheckpointer(self.engine)
         else:
+            self._checkpointer = None
             self.engine = sa.create_engine(
                 self.url,
                 pool_pre_ping=True,
@@ -183,7 +187,39 @@ class Database:
             return False
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
+
+
+class WalCheckpointer:
+    """Moves SQLite's WAL checkpoints off the commit path. By default a commit that finds the
+    WAL over 1,000 pages checkpoints it itself, fsync included: a few milliseconds on whichever
+    request or handler crosses the line. Connections turn that off (`wal_autocheckpoint=0`)
+    and this thread checkpoints every `interval` seconds instead (PASSIVE: it never blocks a
+    reader or a writer)."""
+
+    def __init__(self, engine: sa.Engine, interval: float | None = None) -> None:
+        self.engine = engine
+        self.interval = WAL_CHECKPOINT_INTERVAL if interval is None else interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def checkpoint(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.checkpoint()
+            except Exception as exc:  # the thread outlives a locked or vanished file
+                log.warning("checkpointing the SQLite WAL failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.interval + 5)
 
 
 class SqliteWriterLock:
@@ -253,5 +289,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # WalCheckpointer does it off the commit path
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -4,6 +4,11 @@ the same transaction, and an `OutboxRelay` produces them afterwards and marks th
 A crash between commit and produce loses nothing (the row stays unsent); a crash between
 produce and marking re-sends the row, which consumers skip by event id.
 
+The command path does not wait for the relay's next pass: `Outbox.commit` claims the rows its
+transaction added, commits, and hands them straight to the relay, which produces them at once
+and marks them sent in its next pass; its passes skip claimed rows, and a row whose delivery
+fails is released to them (and then, like any row, retried or set aside).
+
 No record can stop the relay: a row larger than a record may be is refused when it is added
 (`RecordTooLarge`), and a row the broker refuses for good anyway is set aside with its reason
 (`refused_at`, `refused_reason`; counted in `adflux_outbox_refused_total`) while later rows
@@ -58,6 +63,14 @@ REFUSAL_CODES = frozenset(
     }
 )
 _CODE = re.compile(r"code=(\w+)")
+# Session.info key: the rows this transaction added, for `Outbox.commit`.
+_ADDED = "adflux_outbox_added"
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _forget_added(session: Session, _previous: Any) -> None:
+    """Rows of a rolled-back transaction never existed: nothing may send them."""
+    session.info.pop(_ADDED, None)
 
 
 class RecordTooLarge(ValueError):
@@ -131,6 +144,7 @@ class Outbox:
         self.names = names
         self.max_record_bytes = max_record_bytes
         self._wake = threading.Event()
+        self.relay: OutboxRelay | None = None  # set by the relay that drains this outbox
 
     def add(self, session: Session, envelope: Envelope) -> None:
         self.add_record(session, OutgoingRecord.of(self.names.topic(envelope.type), envelope))
@@ -165,15 +179,36 @@ class Outbox:
         size = record_size(record)
         if size > self.max_record_bytes:
             raise RecordTooLarge(size, self.max_record_bytes)
-        session.execute(
-            sa.insert(self.table).values(
+        row_id: int = session.execute(
+            sa.insert(self.table)
+            .values(
                 topic=record.topic,
                 key=record.key,
                 value=record.value,
                 headers=[[k, v.decode("latin-1")] for k, v in record.headers],
                 created_at=datetime.now(UTC),
             )
-        )
+            .returning(self.table.c.id)
+        ).scalar_one()
+        session.info.setdefault(_ADDED, []).append((row_id, record))
+
+    def commit(self, session: Session) -> None:
+        """Commit the caller's transaction and hand the rows it added straight to the relay
+        (claimed before the commit, so no pass of the relay sends them too)."""
+        added: list[tuple[int, OutgoingRecord]] = session.info.pop(_ADDED, [])
+        relay = self.relay
+        if relay is None or not added:
+            session.commit()
+            self.notify()
+            return
+        ids = [row_id for row_id, _ in added]
+        relay.claim(ids)
+        try:
+            session.commit()
+        except BaseException:
+            relay.release(ids)
+            raise
+        relay.send_claimed(added)
 
     def refused(self, session: Session, limit: int = 100) -> list[RefusedRow]:
         """The rows set aside, newest first."""
@@ -224,6 +259,54 @@ class OutboxRelay(BackgroundLoop):
         self._last_purge = datetime.now(UTC)
         self._last_export = 0.0
         self._last_exported: int | None = None  # the backlog last exported (None: never)
+        self._lock = threading.Lock()
+        self._claimed: set[int] = set()  # handed over by Outbox.commit, delivery unknown
+        self._delivered: list[int] = []  # claimed rows acknowledged, to be marked sent
+        outbox.relay = self
+
+    def claim(self, ids: Sequence[int]) -> None:
+        """Keep the relay's passes off these rows: their transaction hands them over."""
+        with self._lock:
+            self._claimed.update(ids)
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Give rows back to the relay's passes."""
+        with self._lock:
+            self._claimed.difference_update(ids)
+        self.outbox.notify()
+
+    def send_claimed(self, rows: Sequence[tuple[int, OutgoingRecord]]) -> None:
+        """Produce committed, claimed rows now; acknowledged ones are marked sent by the next
+        pass, the others released to it."""
+        ids = [row_id for row_id, _ in rows]
+
+        def delivered(error: Exception | None) -> None:
+            if error is not None:
+                log.warning("outbox rows of %s not delivered at once: %s", self.service, error)
+                self.release(ids)
+                return
+            with self._lock:
+                self._delivered.extend(ids)
+                self._claimed.difference_update(ids)
+
+        self.producer.send_async([record for _, record in rows], delivered)
+
+    def _mark_delivered(self) -> None:
+        with self._lock:
+            ids, self._delivered = self._delivered, []
+        if not ids:
+            return
+        table = self.outbox.table
+        try:
+            with self.db.session() as session:
+                session.execute(
+                    sa.update(table).where(table.c.id.in_(ids)).values(sent_at=datetime.now(UTC))
+                )
+        except BaseException:
+            with self._lock:
+                self._delivered.extend(ids)
+            raise
+        metrics.OUTBOX_SENT.labels(self.service).inc(len(ids))
 
     def relay_once(self) -> int:
         """Send one batch; returns how many rows it settled (sent or set aside). The backlog
@@ -233,6 +316,7 @@ class OutboxRelay(BackgroundLoop):
         outbox empty while the gauge still shows rows."""
         settled: int | None = None
         try:
+            self._mark_delivered()
             settled = self._relay_batch()
             return settled
         finally:
@@ -268,6 +352,8 @@ class OutboxRelay(BackgroundLoop):
             if not self.db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = session.execute(query).all()
+            with self._lock:
+                rows = [row for row in rows if row.id not in self._claimed]  # on their way
             if not rows:
                 return 0
             sent, refused, failure = self._produce(rows)

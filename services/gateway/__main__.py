@@ -56,7 +56,7 @@ def main() -> None:
         lanes=settings.read_model_lanes,
         max_in_flight=settings.read_model_max_in_flight,
     )
-    runtime.register(TaskStatus, project_task_status)
+    runtime.register(TaskStatus, project_task_status, idempotent=True)
     campaigns, segments = CampaignProjection(), SegmentProjection()
     runtime.register(CampaignPublished, campaigns.published)
     runtime.register(CampaignPublishFailed, campaigns.publish_failed)

@@ -88,10 +88,10 @@ def db_session(request: Request) -> Any:
 
 def committed(session: Session, request: Request, *changed: Task) -> None:
     """Commit a command now, not after the response is built: the write lock (SQLite) is
-    held for as short a time as possible, and the relay is woken as soon as it can send.
-    The transitions the gateway made itself (`changed` tasks) then go to live subscribers."""
-    session.commit()
-    request.app.state.outbox.notify()
+    held for as short a time as possible, and the events it added are produced at once
+    (`Outbox.commit`). The transitions the gateway made itself (`changed` tasks) then go to
+    live subscribers."""
+    request.app.state.outbox.commit(session)
     for task in changed:
         request.app.state.hub.publish(task_update(task, task.updated_at))
 

@@ -1,7 +1,8 @@
 """The gateway's read model: what each status or domain event changes in its tables.
 
 Handlers write through the consumer runtime's session, so each projection commits together
-with the event's tracking row (a redelivered event is not applied twice).
+with the event's tracking row (a redelivered event is not applied twice); the task-status
+projection, the hottest, is idempotent by content instead and keeps no tracking row.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def schedule_state(envelope: Envelope, state: ScheduleStateChanged, ctx: Handler
 
 
 def project_task_status(envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
-    """`task.status` -> the `tasks` row (live subscribers hear of it from `LiveTasks`)."""
+    """`task.status` -> the `tasks` row (live subscribers hear of it from `LiveTasks`).
+    Idempotent (registered so, with no tracking row): a transition the row's history already
+    holds (same state, time and attempt) changes nothing."""
     session = _session(ctx)
     task = session.get(Task, status.task_id, with_for_update=True)
     if task is None:  # a task started elsewhere (the ticker) appears on its first status
@@ -82,7 +85,9 @@ def project_task_status(envelope: Envelope, status: TaskStatus, ctx: HandlerCont
             created_at=status.at,
         )
         session.add(task)
-    elif not supersedes(TaskState(task.state), task.attempts or 0, status.state, status.attempt):
+    elif not supersedes(
+        TaskState(task.state), task.attempts or 0, status.state, status.attempt
+    ) or _recorded(task.history or [], status):
         return
     task.state = status.state.value
     task.attempts = shown_attempts(status.state, status.attempt, task.attempts or 0)
@@ -107,6 +112,17 @@ def project_task_status(envelope: Envelope, status: TaskStatus, ctx: HandlerCont
     task.updated_at = datetime.now(UTC)
     if status.state in (TaskState.REVOKED, TaskState.EXPIRED):
         release_campaign(session, task, status.at)
+
+
+def _recorded(history: list[dict[str, Any]], status: TaskStatus) -> bool:
+    """Whether the history holds this transition already (a redelivered status event)."""
+    at = status.at.isoformat()
+    return any(
+        e.get("state") == status.state.value
+        and e.get("at") == at
+        and e.get("attempt") == status.attempt
+        for e in history
+    )
 
 
 def _text(value: Any) -> str | None:

@@ -48,6 +48,9 @@ class Route:
     model: type[Payload]
     handler: Handler
     on_failure: FailureHook | None = None
+    # The handler applies an event twice with the effect of once (a projection that checks
+    # what it already holds): no tracking row is kept for its events.
+    idempotent: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ class RecordExecutor:
                 payload = envelope.payload()
                 if isinstance(payload, Command):
                     raise _NotGroupable("commands run alone")
-                stored = self._stored(envelope.id, known)
+                stored = None if route.idempotent else self._stored(envelope.id, known)
                 if stored is not None:
                     outputs.extend(stored)
                     continue
@@ -180,7 +183,8 @@ class RecordExecutor:
                     ctx = HandlerContext(envelope, session, self.reporter, self.producer, None)
                     outcome = route.handler(envelope, payload, ctx) or HandlerOutcome()
                 emitted = [OutgoingRecord.of(self.names.topic(e.type), e) for e in outcome.events]
-                handled.append((envelope.id, envelope.type, emitted))
+                if not route.idempotent:
+                    handled.append((envelope.id, envelope.type, emitted))
                 outputs.extend(emitted)
             self.store.add_many(session, handled)  # the group's tracking rows, one statement
             session.commit()
@@ -247,7 +251,7 @@ class RecordExecutor:
         known: dict[str, list[OutgoingRecord]] | None,
         job: Job,
     ) -> list[OutgoingRecord]:
-        stored = self._stored(envelope.id, known)
+        stored = None if route.idempotent else self._stored(envelope.id, known)
         if stored is not None:
             metrics.EVENTS_HANDLED.labels(self.service, envelope.type, "duplicate").inc()
             return stored  # re-send what the first handling emitted
@@ -317,7 +321,7 @@ class RecordExecutor:
                     )
                 )
             if session is not None:
-                if self.store is not None:
+                if self.store is not None and not route.idempotent:
                     self.store.add(session, envelope.id, envelope.type, records)
                 ctx.check_cancelled()  # an abandoned handler must not commit
                 session.commit()

@@ -164,14 +164,18 @@ class ConsumerRuntime(BackgroundLoop):
         model: type[P],
         handler: Callable[[Envelope, P, HandlerContext], HandlerOutcome | None],
         on_failure: FailureHook | None = None,
+        *,
+        idempotent: bool = False,
     ) -> None:
         """Route events whose payload is `model` to `handler`, whose payload parameter must be
-        annotated with `model` (or a base of it)."""
+        annotated with `model` (or a base of it). An `idempotent` handler applies an event
+        twice with the effect of once (a projection that checks what it already holds): its
+        events get no tracking row, so no dedupe query and no insert."""
         contract = CONTRACT_BY_MODEL.get(model)
         if contract is None:
             raise TypeError(f"{model.__name__} is not a declared event payload")
         _check_payload_annotation(handler, model)
-        self._routes[contract.type] = Route(model, handler, on_failure)
+        self._routes[contract.type] = Route(model, handler, on_failure, idempotent)
 
     def register_raw(self, physical_topic: str, handler: RawHandler) -> None:
         """Handle a topic's records undecoded (the gateway's dead-letter recorder)."""
@@ -466,12 +470,20 @@ class ConsumerRuntime(BackgroundLoop):
         assert self._lanes is not None
         return self._lanes.index_of(_lane_key(record))
 
+    def _tracked(self, record: ConsumedRecord) -> bool:
+        """Whether the record's handling keeps a tracking row (not raw, not idempotent)."""
+        if record.topic in self._raw:
+            return False
+        event_type = record.header_map().get("ce_type")
+        route = self._routes.get(event_type.decode(errors="replace")) if event_type else None
+        return route is None or not route.idempotent
+
     def _lookup(self, records: list[ConsumedRecord]) -> dict[str, list[OutgoingRecord]] | None:
         """The stored outputs of already handled events in the batch (one query); None when
         the database cannot say (each lane then asks for its own record)."""
         if self.store is None:
             return {}
-        ids = [i for r in records if r.topic not in self._raw and (i := event_id_of(r))]
+        ids = [i for r in records if self._tracked(r) and (i := event_id_of(r))]
         try:
             return self.store.lookup(ids)
         except sa.exc.SQLAlchemyError as exc:

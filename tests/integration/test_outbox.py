@@ -99,3 +99,56 @@ def test_a_row_relayed_twice_is_handled_once(
     finally:
         runtime.stop()
     assert len(handled) == 2  # the original once, the re-sent copy skipped, the sentinel
+
+
+def _sent_at(db: Database, outbox: Outbox) -> list[datetime | None]:
+    with db.session() as session:
+        return list(session.scalars(sa.select(outbox.table.c.sent_at).order_by(outbox.table.c.id)))
+
+
+def test_a_command_commit_produces_its_rows_at_once_and_the_relay_never_sends_them_again(
+    db: Database, names: TopicNames, kafka_bootstrap: str
+) -> None:
+    """`Outbox.commit` hands the transaction's rows straight to the relay, before any pass of
+    it: produced once, marked sent by the next pass, which does not send them again. The rows
+    of a transaction rolled back on the same session are never sent."""
+    outbox = outbox_of(names)
+    relay = OutboxRelay(db, outbox, EventProducer(kafka_bootstrap, "relay"), "test")
+    session = db.sessions()
+    try:
+        outbox.add(session, status("rolled-back"))
+        session.rollback()
+        outbox.add(session, status("express"))
+        outbox.commit(session)
+    finally:
+        session.close()
+    events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
+    assert [e.subject for e in events] == ["express"]  # no pass of the relay has run
+    assert _sent_at(db, outbox) == [None]  # acknowledged, marked by the next pass
+    assert wait_for(lambda: relay.relay_once() == 0 and _sent_at(db, outbox)[0], 10)
+    assert relay.relay_once() == 0
+    again = read_events(kafka_bootstrap, names.topic("task.status"), 2, timeout=2)
+    assert [e.subject for e in again] == ["express"]
+
+
+def test_rows_whose_delivery_fails_at_commit_go_to_the_relay_pass(
+    db: Database, names: TopicNames, kafka_bootstrap: str
+) -> None:
+    outbox = outbox_of(names)
+    producer = EventProducer(kafka_bootstrap, "relay")
+    relay = OutboxRelay(db, outbox, producer, "test")
+    failing = EventProducer(
+        "127.0.0.1:1", "unreachable", {"message.timeout.ms": 500, "log_level": 0}
+    )
+    relay.producer = failing  # the broker is unreachable when the request commits
+    try:
+        with db.session() as session:
+            outbox.add(session, status("late"))
+            outbox.commit(session)
+        relay.producer = producer  # back before the failure is known: the pass waits for it
+        wait_for(lambda: relay.relay_once() == 1, 10, what="the released row sent by a pass")
+    finally:
+        failing.close(0)
+    events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
+    assert [e.subject for e in events] == ["late"]
+    assert _sent_at(db, outbox)[0] is not None

@@ -640,6 +640,33 @@ def test_group_commit_applies_a_batch_in_one_transaction_and_isolates_a_failure(
         rt.stop()
 
 
+def test_an_idempotent_route_keeps_no_tracking_row_and_applies_a_redelivery_again(
+    bus: Bus, db: Database
+) -> None:
+    """A handler registered idempotent is trusted with redeliveries: no dedupe, no row."""
+    applied: list[str] = []
+
+    def project(envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
+        applied.append(status.task_id)
+
+    rt = runtime_on(bus, db, "idempotent", lanes=1, group_commit=True)
+    rt.register(TaskStatus, project, idempotent=True)
+    twice = rt.reporter.record("twice", "ml.train", TaskState.SUCCESS)
+    bus.send_records([twice, rt.reporter.record("once", "ml.train", TaskState.SUCCESS)])
+    rt.start()
+    try:
+        wait_for(lambda: {"twice", "once"} <= set(applied), 30, 0.1, "both projected")
+        bus.send_records([twice])  # the same event again, as after a crash
+        wait_for(lambda: applied.count("twice") == 2, 30, 0.1, "the redelivery applied")
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sa.func.count()).select_from(processed_table(db))
+            ).scalar_one()
+        assert rows == 0
+    finally:
+        rt.stop()
+
+
 def test_a_successful_task_leaves_a_log_line_with_its_task_id(
     runtime: ConsumerRuntime, bus: Bus
 ) -> None:
