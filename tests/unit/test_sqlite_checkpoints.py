@@ -23,7 +23,7 @@ def _wal_frames(db: Database) -> tuple[int, int]:
 
 
 def _write_pages(db: Database, table: sa.Table, pages: int) -> None:
-    for i in range(pages // 4):  # small commits, as requests and handlers make them
+    for _ in range(pages // 4):  # small commits, as requests and handlers make them
         with db.session() as session:
             session.execute(sa.insert(table), [{"v": "x" * PAGE} for _ in range(4)])
 
