@@ -18,8 +18,8 @@ PAGE = 4096
 def _wal_frames(db: Database) -> tuple[int, int]:
     """(frames in the WAL, frames checkpointed), as a no-op checkpoint reports them."""
     with db.engine.connect() as conn:
-        _busy, log, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-    return int(log), int(done)
+        row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    return int(row[1]), int(row[2])
 
 
 def _write_pages(db: Database, table: sa.Table, pages: int) -> None:
