@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 # librdkafka refuses a record over message.max.bytes (1,000,000 by default) counting key,
 # value and headers; below it with room to spare.
 MAX_RECORD_BYTES = 900_000
+# Unacknowledged records above which committed rows are left to the relay's passes instead
+# of being produced from the committing thread (the broker is away or slow: a full local
+# queue would make produce() wait, and the request with it).
+EXPRESS_BACKLOG_LIMIT = 10_000
 # Seconds between counts of the unsent rows while the relay drains a backlog.
 BACKLOG_EXPORT_INTERVAL = 1.0
 # Delivery errors after which no retry of the same record can succeed.
@@ -144,6 +148,7 @@ class Outbox:
         self.names = names
         self.max_record_bytes = max_record_bytes
         self._wake = threading.Event()
+        self._insert = sa.insert(table).returning(table.c.id)  # built once: the hot path's
         self.relay: OutboxRelay | None = None  # set by the relay that drains this outbox
 
     def add(self, session: Session, envelope: Envelope) -> None:
@@ -180,15 +185,14 @@ class Outbox:
         if size > self.max_record_bytes:
             raise RecordTooLarge(size, self.max_record_bytes)
         row_id: int = session.execute(
-            sa.insert(self.table)
-            .values(
-                topic=record.topic,
-                key=record.key,
-                value=record.value,
-                headers=[[k, v.decode("latin-1")] for k, v in record.headers],
-                created_at=datetime.now(UTC),
-            )
-            .returning(self.table.c.id)
+            self._insert,
+            {
+                "topic": record.topic,
+                "key": record.key,
+                "value": record.value,
+                "headers": [[k, v.decode("latin-1")] for k, v in record.headers],
+                "created_at": datetime.now(UTC),
+            },
         ).scalar_one()
         session.info.setdefault(_ADDED, []).append((row_id, record))
 
@@ -277,8 +281,12 @@ class OutboxRelay(BackgroundLoop):
 
     def send_claimed(self, rows: Sequence[tuple[int, OutgoingRecord]]) -> None:
         """Produce committed, claimed rows now; acknowledged ones are marked sent by the next
-        pass, the others released to it."""
+        pass, the others released to it (at once when the producer's backlog shows the
+        broker away: the committing thread never waits for the broker)."""
         ids = [row_id for row_id, _ in rows]
+        if self.producer.backlog() > EXPRESS_BACKLOG_LIMIT:
+            self.release(ids)
+            return
 
         def delivered(error: Exception | None) -> None:
             if error is not None:

@@ -119,6 +119,10 @@ class EventProducer:
                 tracker.refused(len(records) - index, RecordRefused(f"{record.topic}: {exc}"))
                 return
 
+    def backlog(self) -> int:
+        """Records handed to librdkafka and not yet acknowledged (or failed)."""
+        return len(self._producer)
+
     def send_batch(self, records: Iterable[OutgoingRecord], timeout: float = 60.0) -> None:
         """Produce every record and wait until all are acknowledged, or raise DeliveryFailed."""
         done = threading.Event()

@@ -30,6 +30,13 @@ from shared.runtime import HandlerContext, HandlerOutcome
 SOURCE = "sync"
 PLATFORMS: tuple[Platform, ...] = ("meta", "google")
 
+# Built once (every sync and refresh runs it): a platform's known campaigns.
+_KNOWN_OF_PLATFORM = (
+    sa.select(KnownCampaign.campaign_id, KnownCampaign.external_id, KnownCampaign.status)
+    .where(KnownCampaign.platform == sa.bindparam("platform"))
+    .order_by(KnownCampaign.campaign_id)
+)
+
 
 def _session(ctx: HandlerContext) -> Session:
     assert ctx.session is not None, "sync handlers run with a database session"
@@ -111,13 +118,7 @@ class CampaignSync:
         for platform in platforms:
             rows = [
                 _Known(*row)
-                for row in session.execute(
-                    sa.select(
-                        KnownCampaign.campaign_id, KnownCampaign.external_id, KnownCampaign.status
-                    )
-                    .where(KnownCampaign.platform == platform)
-                    .order_by(KnownCampaign.campaign_id)
-                )
+                for row in session.execute(_KNOWN_OF_PLATFORM, {"platform": platform})
             ]
             syncable = [r for r in rows if r.external_id]
             tally.total += len(rows)

@@ -22,19 +22,19 @@ class ProcessedEventStore:
         self.db = db
         self.table = table
         self.group = group
+        # Built once: building and cache-keying a statement per call cost more than running it.
+        self._lookup = sa.select(table.c.event_id, table.c.outputs).where(
+            table.c.consumer == group, table.c.event_id.in_(sa.bindparam("ids", expanding=True))
+        )
+        self._insert = sa.insert(table)
 
     def lookup(self, event_ids: Iterable[str]) -> dict[str, list[OutgoingRecord]]:
         """The stored outputs of those events that were handled before (one query)."""
         ids = list(set(event_ids))
         if not ids:
             return {}
-        t = self.table
         with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.event_id, t.c.outputs).where(
-                    t.c.consumer == self.group, t.c.event_id.in_(ids)
-                )
-            ).all()
+            rows = conn.execute(self._lookup, {"ids": ids}).all()
         return {row.event_id: decode_outputs(row.outputs) for row in rows}
 
     def stored(self, event_id: str) -> list[OutgoingRecord] | None:
@@ -55,7 +55,7 @@ class ProcessedEventStore:
             return
         now = datetime.now(UTC)
         session.execute(
-            sa.insert(self.table),
+            self._insert,
             [
                 {
                     "consumer": self.group,

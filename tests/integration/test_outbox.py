@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+import shared.outbox
 from infra.waiting import wait_for
 from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
@@ -152,3 +153,19 @@ def test_rows_whose_delivery_fails_at_commit_go_to_the_relay_pass(
     events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
     assert [e.subject for e in events] == ["late"]
     assert _sent_at(db, outbox)[0] is not None
+
+
+def test_rows_are_left_to_the_relay_pass_while_the_producer_has_a_backlog(
+    db: Database, names: TopicNames, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the broker away, produce() would wait for room in librdkafka's queue: the
+    committing request must not, so its rows go to the relay's passes."""
+    monkeypatch.setattr(shared.outbox, "EXPRESS_BACKLOG_LIMIT", -1)  # any backlog is too much
+    outbox = outbox_of(names)
+    relay = OutboxRelay(db, outbox, EventProducer(kafka_bootstrap, "relay"), "test")
+    with db.session() as session:
+        outbox.add(session, status("queued"))
+        outbox.commit(session)
+    assert relay.relay_once() == 1  # unclaimed: the pass sent it
+    events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
+    assert [e.subject for e in events] == ["queued"]
