@@ -117,8 +117,7 @@ class CampaignSync:
         work: list[tuple[Platform, list[_Known]]] = []
         for platform in platforms:
             rows = [
-                _Known(*row)
-                for row in session.execute(_KNOWN_OF_PLATFORM, {"platform": platform})
+                _Known(*row) for row in session.execute(_KNOWN_OF_PLATFORM, {"platform": platform})
             ]
             syncable = [r for r in rows if r.external_id]
             tally.total += len(rows)
