@@ -33,6 +33,12 @@ def outbox_of(names: TopicNames) -> Outbox:
     return Outbox(table, names)
 
 
+def relay_of(db: Database, names: TopicNames, bootstrap: str) -> tuple[Outbox, OutboxRelay]:
+    """An outbox and its relay (not started: tests run its passes themselves)."""
+    outbox = outbox_of(names)
+    return outbox, OutboxRelay(db, outbox, EventProducer(bootstrap, "relay"), "test")
+
+
 def status(task_id: str) -> Envelope:
     payload = TaskStatus(
         task_id=task_id, name="ml.train", state=TaskState.PENDING, at=datetime.now(UTC)
@@ -64,9 +70,8 @@ def test_rows_committed_before_a_crash_are_produced_by_the_next_relay(
 def test_a_row_relayed_twice_is_handled_once(
     db: Database, names: TopicNames, kafka_bootstrap: str
 ) -> None:
-    outbox = outbox_of(names)
-    producer = EventProducer(kafka_bootstrap, "relay")
-    relay = OutboxRelay(db, outbox, producer, "test")
+    outbox, relay = relay_of(db, names, kafka_bootstrap)
+    producer = relay.producer
     with db.session() as session:
         outbox.add(session, status("dup"))
     assert relay.relay_once() == 1
@@ -113,8 +118,7 @@ def test_a_command_commit_produces_its_rows_at_once_and_the_relay_never_sends_th
     """`Outbox.commit` hands the transaction's rows straight to the relay, before any pass of
     it: produced once, marked sent by the next pass, which does not send them again. The rows
     of a transaction rolled back on the same session are never sent."""
-    outbox = outbox_of(names)
-    relay = OutboxRelay(db, outbox, EventProducer(kafka_bootstrap, "relay"), "test")
+    outbox, relay = relay_of(db, names, kafka_bootstrap)
     session = db.sessions()
     try:
         outbox.add(session, status("rolled-back"))
@@ -135,9 +139,8 @@ def test_a_command_commit_produces_its_rows_at_once_and_the_relay_never_sends_th
 def test_rows_whose_delivery_fails_at_commit_go_to_the_relay_pass(
     db: Database, names: TopicNames, kafka_bootstrap: str
 ) -> None:
-    outbox = outbox_of(names)
-    producer = EventProducer(kafka_bootstrap, "relay")
-    relay = OutboxRelay(db, outbox, producer, "test")
+    outbox, relay = relay_of(db, names, kafka_bootstrap)
+    producer = relay.producer
     failing = EventProducer(
         "127.0.0.1:1", "unreachable", {"message.timeout.ms": 500, "log_level": 0}
     )
@@ -161,8 +164,7 @@ def test_rows_are_left_to_the_relay_pass_while_the_producer_has_a_backlog(
     """With the broker away, produce() would wait for room in librdkafka's queue: the
     committing request must not, so its rows go to the relay's passes."""
     monkeypatch.setattr(shared.outbox, "EXPRESS_BACKLOG_LIMIT", -1)  # any backlog is too much
-    outbox = outbox_of(names)
-    relay = OutboxRelay(db, outbox, EventProducer(kafka_bootstrap, "relay"), "test")
+    outbox, relay = relay_of(db, names, kafka_bootstrap)
     with db.session() as session:
         outbox.add(session, status("queued"))
         outbox.commit(session)
