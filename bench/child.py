@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -73,6 +74,14 @@ def children(workdir: Path) -> Iterator[list[ChildProcess]]:
             print(f"  (logs of the failed run kept in {workdir})")
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A running baseline: its front's URL and each process's session (for CPU use)."""
+
+    base: str
+    sessions: dict[str, int]
+
+
 def serve_front(
     processes: list[ChildProcess],
     name: str,
@@ -81,10 +90,10 @@ def serve_front(
     logs: Path,
     ready: Callable[[str], bool],
     what: str,
-) -> str:
+) -> Baseline:
     """Serve a baseline's FastAPI app (`module:attribute`) with uvicorn on a free loopback
-    port, next to `processes`; return its base URL once `ready(base)` holds (an HTTP error
-    or a failed wait inside it counts as not yet; a dead process fails at once)."""
+    port, next to `processes`; once `ready(base)` holds (an HTTP error or a failed wait inside
+    it counts as not yet; a dead process fails at once), the running baseline."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     processes.append(ChildProcess(name, [*argv, "--log-level", "warning"], env, logs))
@@ -99,4 +108,4 @@ def serve_front(
             return False
 
     wait_for(answers, 90, 0.2, what)
-    return base
+    return Baseline(base, {p.name: p.proc.pid for p in processes})

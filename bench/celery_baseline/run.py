@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.child import ChildProcess, children, serve_front
+from bench.child import Baseline, ChildProcess, children, serve_front
 from infra.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,14 +52,6 @@ def _redis_server() -> str:
     return found.stdout.strip().splitlines()[-1]
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """The running baseline: its front's URL and each process's session (for CPU use)."""
-
-    base: str
-    sessions: dict[str, int]
-
-
 @contextmanager
 def running(shape: WorkerShape) -> Iterator[Baseline]:
     """Redis, worker and front up."""
@@ -85,7 +77,7 @@ def running(shape: WorkerShape) -> Iterator[Baseline]:
         celery_argv += ["--queues", QUEUES, "--loglevel", "WARNING"]
         celery_argv += ["--hostname", f"bench{redis_port}@%h"]
         processes.append(ChildProcess("celery-worker", celery_argv, env, workdir))
-        base = serve_front(
+        yield serve_front(
             processes,
             "front",
             "bench.celery_baseline.front:app",
@@ -94,4 +86,3 @@ def running(shape: WorkerShape) -> Iterator[Baseline]:
             front_answers,
             "the Celery baseline's front",
         )
-        yield Baseline(base, {p.name: p.proc.pid for p in processes})

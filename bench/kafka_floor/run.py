@@ -14,8 +14,7 @@ import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from bench.celery_baseline.run import Baseline
-from bench.child import ChildProcess, children, serve_front
+from bench.child import Baseline, ChildProcess, children, serve_front
 from infra.waiting import wait_for
 
 # As AdFlux declares them: commands on 3 partitions, task.status on 6.
@@ -50,7 +49,7 @@ def running(bootstrap: str) -> Iterator[Baseline]:
         with children(workdir) as processes:
             worker_argv = [sys.executable, "-m", "bench.kafka_floor.worker"]
             processes.append(ChildProcess("floor-worker", worker_argv, env, workdir))
-            base = serve_front(
+            yield serve_front(
                 processes,
                 "floor-front",
                 "bench.kafka_floor.front:app",
@@ -59,7 +58,6 @@ def running(bootstrap: str) -> Iterator[Baseline]:
                 a_task_went_through,
                 "the Kafka floor",
             )
-            yield Baseline(base, {p.name: p.proc.pid for p in processes})
     finally:
         for future in admin.delete_topics(topics).values():
             future.result()
