@@ -72,8 +72,14 @@ _ADDED = "adflux_outbox_added"
 
 
 @sa.event.listens_for(Session, "after_soft_rollback")
-def _forget_added(session: Session, _previous: Any) -> None:
+def _forget_rolled_back(session: Session, _previous: Any) -> None:
     """Rows of a rolled-back transaction never existed: nothing may send them."""
+    session.info.pop(_ADDED, None)
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _forget_committed(session: Session) -> None:
+    """Rows committed other than by `Outbox.commit` are the relay's passes' to send."""
     session.info.pop(_ADDED, None)
 
 

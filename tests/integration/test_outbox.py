@@ -136,6 +136,25 @@ def test_a_command_commit_produces_its_rows_at_once_and_the_relay_never_sends_th
     assert [e.subject for e in again] == ["express"]
 
 
+def test_rows_committed_another_way_are_left_to_the_relay_pass(
+    db: Database, names: TopicNames, kafka_bootstrap: str
+) -> None:
+    """A session that committed rows itself (a handler's transaction) and later commits
+    through `Outbox.commit` hands over only the later rows."""
+    outbox, relay = relay_of(db, names, kafka_bootstrap)
+    session = db.sessions()
+    try:
+        outbox.add(session, status("plain"))
+        session.commit()
+        outbox.add(session, status("express"))
+        outbox.commit(session)
+    finally:
+        session.close()
+    events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
+    assert [e.subject for e in events] == ["express"]
+    assert relay.relay_once() == 1  # "plain", sent by the pass
+
+
 def test_rows_whose_delivery_fails_at_commit_go_to_the_relay_pass(
     db: Database, names: TopicNames, kafka_bootstrap: str
 ) -> None:
