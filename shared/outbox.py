@@ -311,11 +311,14 @@ class OutboxRelay(BackgroundLoop):
         if not ids:
             return
         table = self.outbox.table
+        now = datetime.now(UTC)
         try:
             with self.db.session() as session:
-                session.execute(
-                    sa.update(table).where(table.c.id.in_(ids)).values(sent_at=datetime.now(UTC))
-                )
+                for start in range(0, len(ids), self.batch_size):  # bound the bind parameters
+                    chunk = ids[start : start + self.batch_size]
+                    session.execute(
+                        sa.update(table).where(table.c.id.in_(chunk)).values(sent_at=now)
+                    )
         except BaseException:
             with self._lock:
                 self._delivered.extend(ids)
