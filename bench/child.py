@@ -1,6 +1,7 @@
-"""A baseline's own child processes (server, worker, HTTP front), each in a session of its
-own so that stopping it stops whatever it started too, with its output in a log file; and
-the one way a baseline starts its front and waits for it."""
+"""A baseline's own child processes (server, worker, HTTP front), started as one group with
+one environment and work directory, each in a session of its own so that stopping it stops
+whatever it started too, with its output in a log file; and the one way a baseline starts
+its front and waits for it."""
 
 from __future__ import annotations
 
@@ -56,24 +57,6 @@ class ChildProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-@contextmanager
-def children(workdir: Path) -> Iterator[list[ChildProcess]]:
-    """The processes a baseline starts (append them): stopped in reverse order on exit; the
-    work directory removed after a clean run, kept with its logs (and said) after a failure."""
-    processes: list[ChildProcess] = []
-    finished = False
-    try:
-        yield processes
-        finished = True
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        if finished:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"  (logs of the failed run kept in {workdir})")
-
-
 @dataclass(frozen=True)
 class Baseline:
     """A running baseline: its front's URL and each process's session (for CPU use)."""
@@ -82,30 +65,52 @@ class Baseline:
     sessions: dict[str, int]
 
 
-def serve_front(
-    processes: list[ChildProcess],
-    name: str,
-    app: str,
-    env: dict[str, str],
-    logs: Path,
-    ready: Callable[[str], bool],
-    what: str,
-) -> Baseline:
-    """Serve a baseline's FastAPI app (`module:attribute`) with uvicorn on a free loopback
-    port, next to `processes`; once `ready(base)` holds (an HTTP error or a failed wait inside
-    it counts as not yet; a dead process fails at once), the running baseline."""
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    processes.append(ChildProcess(name, [*argv, "--log-level", "warning"], env, logs))
-    base = f"http://127.0.0.1:{port}"
+class Children:
+    """The processes a baseline starts, all with the same environment and work directory."""
 
-    def answers() -> bool:
-        for process in processes:
-            process.check_alive()
-        try:
-            return ready(base)
-        except (httpx.HTTPError, AssertionError):
-            return False
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.processes: list[ChildProcess] = []
 
-    wait_for(answers, 90, 0.2, what)
-    return Baseline(base, {p.name: p.proc.pid for p in processes})
+    def start(self, name: str, argv: list[str]) -> None:
+        self.processes.append(ChildProcess(name, argv, self.env, self.workdir))
+
+    def serve_front(self, name: str, app: str, ready: Callable[[str], bool], what: str) -> Baseline:
+        """Serve the baseline's FastAPI app (`module:attribute`) with uvicorn on a free
+        loopback port; once `ready(base)` holds (an HTTP error or a failed wait inside it
+        counts as not yet; a dead process fails at once), the running baseline."""
+        port = free_port()
+        argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        self.start(name, [*argv, "--log-level", "warning"])
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            for process in self.processes:
+                process.check_alive()
+            try:
+                return ready(base)
+            except (httpx.HTTPError, AssertionError):
+                return False
+
+        wait_for(answers, 90, 0.2, what)
+        return Baseline(base, {p.name: p.proc.pid for p in self.processes})
+
+
+@contextmanager
+def children(env: dict[str, str], workdir: Path) -> Iterator[Children]:
+    """A baseline's processes (start them on what this yields): stopped in reverse order on
+    exit; the work directory removed after a clean run, kept with its logs (and said) after a
+    failure."""
+    group = Children(env, workdir)
+    finished = False
+    try:
+        yield group
+        finished = True
+    finally:
+        for process in reversed(group.processes):
+            process.stop()
+        if finished:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"  (logs of the failed run kept in {workdir})")

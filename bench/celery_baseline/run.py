@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.child import Baseline, ChildProcess, children, serve_front
+from bench.child import Baseline, children
 from infra.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,19 +70,12 @@ def running(shape: WorkerShape) -> Iterator[Baseline]:
     def front_answers(base: str) -> bool:
         return httpx.get(f"{base}/tasks/probe", timeout=2).status_code == 200
 
-    with children(workdir) as processes:
-        processes.append(ChildProcess("redis", redis_argv, env, workdir))
+    with children(env, workdir) as group:
+        group.start("redis", redis_argv)
         celery_argv = [sys.executable, "-m", "celery", "-A", "bench.celery_baseline.app:celery"]
         celery_argv += ["worker", "--pool", shape.pool, "--concurrency", str(shape.concurrency)]
         celery_argv += ["--queues", QUEUES, "--loglevel", "WARNING"]
         celery_argv += ["--hostname", f"bench{redis_port}@%h"]
-        processes.append(ChildProcess("celery-worker", celery_argv, env, workdir))
-        yield serve_front(
-            processes,
-            "front",
-            "bench.celery_baseline.front:app",
-            env,
-            workdir,
-            front_answers,
-            "the Celery baseline's front",
-        )
+        group.start("celery-worker", celery_argv)
+        front = "bench.celery_baseline.front:app"
+        yield group.serve_front("front", front, front_answers, "the Celery baseline's front")

@@ -14,7 +14,7 @@ import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from bench.child import Baseline, ChildProcess, children, serve_front
+from bench.child import Baseline, children
 from infra.waiting import wait_for
 
 # As AdFlux declares them: commands on 3 partitions, task.status on 6.
@@ -46,18 +46,10 @@ def running(bootstrap: str) -> Iterator[Baseline]:
         return True
 
     try:
-        with children(workdir) as processes:
-            worker_argv = [sys.executable, "-m", "bench.kafka_floor.worker"]
-            processes.append(ChildProcess("floor-worker", worker_argv, env, workdir))
-            yield serve_front(
-                processes,
-                "floor-front",
-                "bench.kafka_floor.front:app",
-                env,
-                workdir,
-                a_task_went_through,
-                "the Kafka floor",
-            )
+        with children(env, workdir) as group:
+            group.start("floor-worker", [sys.executable, "-m", "bench.kafka_floor.worker"])
+            front = "bench.kafka_floor.front:app"
+            yield group.serve_front("floor-front", front, a_task_went_through, "the Kafka floor")
     finally:
         for future in admin.delete_topics(topics).values():
             future.result()

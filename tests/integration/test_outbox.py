@@ -112,47 +112,31 @@ def _sent_at(db: Database, outbox: Outbox) -> list[datetime | None]:
         return list(session.scalars(sa.select(outbox.table.c.sent_at).order_by(outbox.table.c.id)))
 
 
-def test_a_command_commit_produces_its_rows_at_once_and_the_relay_never_sends_them_again(
-    db: Database, names: TopicNames, kafka_bootstrap: str
+@pytest.mark.parametrize(("end_first", "left_to_pass"), [("rollback", 0), ("commit", 1)])
+def test_a_command_commit_hands_over_its_rows_at_once_and_only_its_own(
+    db: Database, names: TopicNames, kafka_bootstrap: str, end_first: str, left_to_pass: int
 ) -> None:
     """`Outbox.commit` hands the transaction's rows straight to the relay, before any pass of
-    it: produced once, marked sent by the next pass, which does not send them again. The rows
-    of a transaction rolled back on the same session are never sent."""
+    it: produced once, marked sent by a later pass, never sent again. Rows of an earlier
+    transaction on the same session are not handed over: rolled back, they are never sent;
+    committed on their own (a handler's transaction), a pass sends them."""
     outbox, relay = relay_of(db, names, kafka_bootstrap)
     session = db.sessions()
     try:
-        outbox.add(session, status("rolled-back"))
-        session.rollback()
+        outbox.add(session, status("first"))
+        getattr(session, end_first)()
         outbox.add(session, status("express"))
         outbox.commit(session)
     finally:
         session.close()
     events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
     assert [e.subject for e in events] == ["express"]  # no pass of the relay has run
-    assert _sent_at(db, outbox) == [None]  # acknowledged, marked by the next pass
-    assert wait_for(lambda: relay.relay_once() == 0 and _sent_at(db, outbox)[0], 10)
-    assert relay.relay_once() == 0
-    again = read_events(kafka_bootstrap, names.topic("task.status"), 2, timeout=2)
-    assert [e.subject for e in again] == ["express"]
-
-
-def test_rows_committed_another_way_are_left_to_the_relay_pass(
-    db: Database, names: TopicNames, kafka_bootstrap: str
-) -> None:
-    """A session that committed rows itself (a handler's transaction) and later commits
-    through `Outbox.commit` hands over only the later rows."""
-    outbox, relay = relay_of(db, names, kafka_bootstrap)
-    session = db.sessions()
-    try:
-        outbox.add(session, status("plain"))
-        session.commit()
-        outbox.add(session, status("express"))
-        outbox.commit(session)
-    finally:
-        session.close()
-    events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
-    assert [e.subject for e in events] == ["express"]
-    assert relay.relay_once() == 1  # "plain", sent by the pass
+    assert not any(_sent_at(db, outbox))  # only passes mark rows sent
+    assert relay.relay_once() == left_to_pass
+    assert wait_for(lambda: relay.relay_once() == 0 and all(_sent_at(db, outbox)), 10)
+    again = read_events(kafka_bootstrap, names.topic("task.status"), 3, timeout=2)
+    expected = ["express", "first"] if left_to_pass else ["express"]
+    assert sorted(e.subject for e in again) == expected
 
 
 def test_rows_whose_delivery_fails_at_commit_go_to_the_relay_pass(
