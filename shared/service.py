@@ -163,7 +163,10 @@ def build_kit(service: str, settings: ServiceSettings, metadata: sa.MetaData) ->
     # rather than 5, or a record waits behind a busy thread's whole slice.
     sys.setswitchinterval(0.001)
     names = TopicNames(
-        settings.topic_prefix, parse_tiers(settings.retry_tiers), settings.topic_max_partitions
+        settings.topic_prefix,
+        parse_tiers(settings.retry_tiers),
+        settings.topic_max_partitions,
+        settings.retry_topic_partitions,
     )
     provision_topics(settings.kafka_bootstrap, names)
     db = Database(settings.database_url, service, settings.data_dir)

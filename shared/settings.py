@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
     topic_prefix: str = ""
     # Caps every topic's partitions (0: as declared in shared/topics.py).
     topic_max_partitions: int = 0
+    # Partitions of each delay-tier and dead-letter topic (docs/guarantees.md: one keeps every
+    # consumer's fetches small; raise it when retries are a large share of a worker's load).
+    retry_topic_partitions: int = Field(default=1, ge=1)
     # Replicas of every topic and the in-sync replicas a write needs: 1/1 on one broker, 3/2 on
     # a three-broker cluster (`make kafka BROKERS=3`, compose's cluster profile).
     topic_replication_factor: int = 1

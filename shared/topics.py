@@ -73,6 +73,10 @@ class TopicNames:
     tiers: tuple[DelayTier, ...] = field(default_factory=lambda: parse_tiers(DEFAULT_TIERS))
     # Caps every topic's partitions (0: as declared); tests use small topics.
     max_partitions: int = 0
+    # Partitions of each delay-tier and dead-letter topic: holding pens that carry only the
+    # failures, so few partitions. Every consumer fetches them all, and each partition in a
+    # fetch session costs the broker work on every fetch, so they are kept out of the way.
+    holding_partitions: int = 1
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -109,12 +113,11 @@ class TopicNames:
                 spec = replace(spec, partitions=self.max_partitions)
             specs.append((self.topic(spec.name), spec))
             if spec.consumed:
-                # Tier topics are keyed and partitioned like their source (docs/guarantees.md).
-                delayed = TopicSpec(spec.name, spec.partitions, 7 * DAY_MS)
+                # Tier and dead-letter topics are keyed like their source (docs/guarantees.md).
+                held = min(self.holding_partitions, spec.partitions)
+                delayed = TopicSpec(spec.name, held, 7 * DAY_MS)
                 specs.extend((self.retry(spec.name, t), delayed) for t in self.tiers)
-                specs.append(
-                    (self.dlq(spec.name), TopicSpec(spec.name, spec.partitions, 30 * DAY_MS))
-                )
+                specs.append((self.dlq(spec.name), TopicSpec(spec.name, held, 30 * DAY_MS)))
         return specs
 
 

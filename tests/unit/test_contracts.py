@@ -45,3 +45,13 @@ def test_consumed_topics_get_retry_tiers_and_a_dead_letter_topic() -> None:
     assert names.logical("p.campaign.publish_requested.dlq") == "campaign.publish_requested"
     tier = names.tier_of("p.task.status.retry.3s")
     assert tier is not None and tier.delay == 3
+
+
+def test_holding_topics_get_few_partitions_and_never_more_than_their_source() -> None:
+    names = TopicNames("p.", parse_tiers("1s:1,3s:3"), holding_partitions=2)
+    partitions = {name: spec.partitions for name, spec in names.all_specs()}
+    assert partitions["p.campaign.publish_requested"] == 6
+    assert partitions["p.campaign.publish_requested.retry.1s"] == 2
+    assert partitions["p.campaign.publish_requested.dlq"] == 2
+    assert partitions["p.ml.training_requested.retry.3s"] == 1  # its source has one
+    assert TopicNames("p.").holding_partitions == 1  # the default
