@@ -8,8 +8,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -119,6 +120,9 @@ def start_publish(
     return task
 
 
+_INSERT_TASK = sa.insert(cast(sa.Table, Task.__table__))
+
+
 def issue_task(
     session: Session,
     outbox: Outbox,
@@ -143,29 +147,34 @@ def issue_task(
     task_id = task_id or str(uuid.uuid4())
     now = datetime.now(UTC)
     state = TaskState.SCHEDULED if options.eta and options.eta > now else TaskState.PENDING
-    task = Task(
-        id=task_id,
-        name=name,
-        state=state.value,
-        attempts=0,
-        args=list(args or []),
-        kwargs=kwargs,
-        options=options.model_dump(mode="json"),
-        next_attempt_at=options.eta if state is TaskState.SCHEDULED else None,
-        history=[{"state": state.value, "at": now.isoformat(), "attempt": 0}],
-        created_at=now,
-        updated_at=now,
-    )
     envelope = new_event(command, source=SOURCE, subject=command_key(command), taskid=task_id)
     campaign_id = kwargs.get("campaign_id")
-    task.campaign_id = campaign_id if isinstance(campaign_id, str) else None
-    task.correlation_id = envelope.correlationid
-    session.add(task)
+    row: dict[str, Any] = {
+        "id": task_id,
+        "name": name,
+        "state": state.value,
+        "attempts": 0,
+        "progress": None,
+        "result": None,
+        "error": None,
+        "args": list(args or []),
+        "kwargs": kwargs,
+        "options": options.model_dump(mode="json"),
+        "next_attempt_at": options.eta if state is TaskState.SCHEDULED else None,
+        "history": [{"state": state.value, "at": now.isoformat(), "attempt": 0}],
+        "campaign_id": campaign_id if isinstance(campaign_id, str) else None,
+        "correlation_id": envelope.correlationid,
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
         outbox.add(session, envelope)
     except RecordTooLarge as exc:
         raise CommandTooLarge(f"the {name} command is too large: {exc}") from exc
-    return task
+    # A Core insert, not the ORM's unit of work (every POST /tasks runs it); the caller gets
+    # the row as a detached Task.
+    session.execute(_INSERT_TASK, row)
+    return Task(**row)
 
 
 def _publish_by_name(

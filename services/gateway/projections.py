@@ -64,54 +64,82 @@ def schedule_state(envelope: Envelope, state: ScheduleStateChanged, ctx: Handler
     view.changed_at = state.at
 
 
+_TASKS = cast(sa.Table, Task.__table__)
+# What a status may change besides `attempts` and `history`; every update writes them all (one
+# statement, compiled once), unchanged ones with the row's own values.
+_PROJECTED = ("state", "progress", "result", "error", "next_attempt_at", "updated_at")
+# Built once: the projection runs for every status of every task.
+_CURRENT_OF_TASK = (
+    sa.select(*(_TASKS.c[name] for name in ("attempts", "history", *_PROJECTED)))
+    .where(_TASKS.c.id == sa.bindparam("task_id"))
+    .with_for_update()
+)
+_UPDATE_TASK = (
+    sa.update(_TASKS)
+    .where(_TASKS.c.id == sa.bindparam("task_id"))
+    .values({name: sa.bindparam(name) for name in ("attempts", "history", *_PROJECTED)})
+)
+
+
 def project_task_status(envelope: Envelope, status: TaskStatus, ctx: HandlerContext) -> None:
     """`task.status` -> the `tasks` row (live subscribers hear of it from `LiveTasks`).
     Idempotent (registered so, with no tracking row): a transition the row's history already
-    holds (same state, time and attempt) changes nothing."""
+    holds (same state, time and attempt) changes nothing. Written with Core statements, not
+    the ORM's unit of work: the hottest write of the read model, at half the CPU."""
     session = _session(ctx)
-    task = session.get(Task, status.task_id, with_for_update=True)
-    if task is None:  # a task started elsewhere (the ticker) appears on its first status
-        task = Task(
-            id=status.task_id,
-            name=status.name,
-            state=status.state.value,
-            attempts=0,
-            args=status.args or [],
-            kwargs=status.kwargs or {},
-            options={},
-            history=[],
-            campaign_id=_text((status.kwargs or {}).get("campaign_id")),
-            correlation_id=envelope.correlationid,
-            created_at=status.at,
+    current = session.execute(_CURRENT_OF_TASK, {"task_id": status.task_id}).first()
+    if current is not None and (
+        not supersedes(
+            TaskState(current.state), current.attempts or 0, status.state, status.attempt
         )
-        session.add(task)
-    elif not supersedes(
-        TaskState(task.state), task.attempts or 0, status.state, status.attempt
-    ) or _recorded(task.history or [], status):
+        or _recorded(current.history or [], status)
+    ):
         return
-    task.state = status.state.value
-    task.attempts = shown_attempts(status.state, status.attempt, task.attempts or 0)
-    if status.progress is not None:
-        task.progress = status.progress
-    if status.result is not None or status.state is TaskState.SUCCESS:
-        task.result = status.result
-    if status.error is not None:
-        task.error = status.error.model_dump(mode="json")
-    task.next_attempt_at = status.next_attempt_at
+    changes: dict[str, Any] = dict.fromkeys(_PROJECTED)
+    if current is not None:
+        changes.update(current._mapping)
     entry = {
         "state": status.state.value,
         "at": status.at.isoformat(),
         "attempt": status.attempt,
         "worker": envelope.source.removeprefix("adflux/"),
     }
+    changes |= {
+        "state": status.state.value,
+        "attempts": shown_attempts(status.state, status.attempt, changes.get("attempts") or 0),
+        "next_attempt_at": status.next_attempt_at,
+        "updated_at": datetime.now(UTC),
+    }
     if status.progress is not None:
-        entry["progress"] = status.progress
+        changes["progress"] = entry["progress"] = status.progress
+    if status.result is not None or status.state is TaskState.SUCCESS:
+        changes["result"] = status.result
     if status.error is not None:
+        changes["error"] = status.error.model_dump(mode="json")
         entry["error"] = status.error.message
-    task.history = [*(task.history or []), entry][-HISTORY_LIMIT:]
-    task.updated_at = datetime.now(UTC)
+    changes["history"] = [*(changes.get("history") or []), entry][-HISTORY_LIMIT:]
+    if current is None:  # a task started elsewhere (the ticker) appears on its first status
+        kwargs = status.kwargs or {}
+        session.execute(
+            sa.insert(_TASKS),
+            {
+                "id": status.task_id,
+                "name": status.name,
+                "args": status.args or [],
+                "kwargs": kwargs,
+                "options": {},
+                "campaign_id": _text(kwargs.get("campaign_id")),
+                "correlation_id": envelope.correlationid,
+                "created_at": status.at,
+                **changes,
+            },
+        )
+    else:
+        session.execute(_UPDATE_TASK, {"task_id": status.task_id, **changes})
     if status.state in (TaskState.REVOKED, TaskState.EXPIRED):
-        release_campaign(session, task, status.at)
+        task = session.get(Task, status.task_id, populate_existing=True)
+        if task is not None:
+            release_campaign(session, task, status.at)
 
 
 def _recorded(history: list[dict[str, Any]], status: TaskStatus) -> bool:
