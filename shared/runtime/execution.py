@@ -78,6 +78,7 @@ class _NotGroupable(Exception):
 class ExecutionSettings:
     default_time_limit: float
     infra_retries: int
+    announce_started_after: float
 
 
 class RecordExecutor:
@@ -137,7 +138,7 @@ class RecordExecutor:
                 backoff = min(backoff * 2, 30.0)
         if job.abandoned:
             return
-        self._send(record, outputs)
+        self._send(record, [*job.take_announcement(), *outputs])
 
     def execute_group(
         self, records: list[ConsumedRecord], known: dict[str, list[OutgoingRecord]] | None, job: Job
@@ -263,19 +264,25 @@ class RecordExecutor:
                 return self._end_unrun(envelope, task, verdict.final)
             if verdict.wait > 0:
                 return self._defer(record, envelope, task, verdict.wait)
-            self._status_nowait(envelope, task, TaskState.STARTED)
+            job.hold_announcement(
+                self._started(envelope, task),
+                time.monotonic() + self.options.announce_started_after,
+            )
         time_limit = task.options.time_limit if task else self.options.default_time_limit
         job.deadline = time.monotonic() + time_limit
         job.on_abandon = lambda: self._send(
             record,
-            self.failures.failed(
-                record,
-                envelope,
-                payload,
-                task,
-                rules.TimeLimitExceeded(f"time limit of {time_limit:g}s exceeded"),
-                route.on_failure,
-            ),
+            [
+                *job.take_announcement(),
+                *self.failures.failed(
+                    record,
+                    envelope,
+                    payload,
+                    task,
+                    rules.TimeLimitExceeded(f"time limit of {time_limit:g}s exceeded"),
+                    route.on_failure,
+                ),
+            ],
         )
         started = time.monotonic()
         try:
@@ -300,7 +307,7 @@ class RecordExecutor:
             envelope,
             session,
             self.reporter,
-            self.producer,
+            _AnnouncedFirst(job, self.producer),
             task.task_name if task else None,
             cancelled=job.cancelled,
         )
@@ -391,16 +398,29 @@ class RecordExecutor:
             )
         return records
 
-    def _status_nowait(self, envelope: Envelope, task: Command, state: TaskState) -> None:
+    def _started(self, envelope: Envelope, task: Command) -> OutgoingRecord:
+        """The task's STARTED, stamped now (the job holds it back; see Job.announcement)."""
         assert envelope.taskid is not None
-        self.producer.send_nowait(
-            [
-                self.reporter.record(
-                    envelope.taskid, task.task_name, state, attempt=envelope.attempt, cause=envelope
-                )
-            ]
+        metrics.TASKS.labels(self.service, task.task_name, TaskState.STARTED.value).inc()
+        return self.reporter.record(
+            envelope.taskid,
+            task.task_name,
+            TaskState.STARTED,
+            attempt=envelope.attempt,
+            cause=envelope,
         )
-        metrics.TASKS.labels(self.service, task.task_name, state.value).inc()
+
+
+class _AnnouncedFirst:
+    """A task handler's progress sink: the task's held STARTED goes out before its first
+    progress report, so a subscriber sees the transitions in order."""
+
+    def __init__(self, job: Job, producer: RecordProducer) -> None:
+        self._job = job
+        self._producer = producer
+
+    def send_nowait(self, records: list[OutgoingRecord]) -> None:
+        self._producer.send_nowait([*self._job.take_announcement(), *records])
 
 
 def event_id_of(record: ConsumedRecord) -> str | None:

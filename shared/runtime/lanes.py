@@ -11,6 +11,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.producer import OutgoingRecord
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,24 @@ class Job:
     abandoned: bool = False
     # What to send instead of the abandoned job's outputs (its time-limit failure).
     on_abandon: Callable[[], None] | None = None
+    # A task's STARTED, held back so that a short job sends it in one batch with its outcome;
+    # whoever takes it first sends it: the job's outputs, its first progress report, or the
+    # poll loop once `announce_at` (monotonic) has passed.
+    announcement: OutgoingRecord | None = None
+    announce_at: float = 0.0
+    _taking: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def hold_announcement(self, record: OutgoingRecord, at: float) -> None:
+        with self._taking:
+            self.announcement, self.announce_at = record, at
+
+    def take_announcement(self) -> list[OutgoingRecord]:
+        """The held announcement, to the first caller only ([] for the others)."""
+        if self.announcement is None:
+            return []
+        with self._taking:
+            record, self.announcement = self.announcement, None
+        return [record] if record is not None else []
 
 
 class Lane:
@@ -101,6 +121,24 @@ class KeyedLanes:
                 lane.replace_thread()
                 abandoned.append(job)
         return abandoned
+
+    def announcements_due(self, now: float) -> list[OutgoingRecord]:
+        """Take the announcements of running jobs that are due by `now`."""
+        due: list[OutgoingRecord] = []
+        for lane in self.lanes:
+            job = lane.current
+            if job is not None and job.announcement is not None and job.announce_at <= now:
+                due.extend(job.take_announcement())
+        return due
+
+    def next_announcement(self) -> float | None:
+        """When the soonest held announcement of a running job is due (monotonic)."""
+        held = [
+            job.announce_at
+            for lane in self.lanes
+            if (job := lane.current) is not None and job.announcement is not None
+        ]
+        return min(held, default=None)
 
     def busy(self) -> int:
         return sum(1 for lane in self.lanes if lane.current is not None)

@@ -71,6 +71,9 @@ class RuntimeOptions:
     batch_size: int = 500
     revoke_timeout: float = 10.0
     time_limit_grace: float = 5.0
+    # A task's STARTED leaves with its outcome when the handler is done within this many
+    # seconds (one batch, one fetch for every subscriber), else on its own after it.
+    announce_started_after: float = 0.02
     infra_retries: int = 4
     # Records of one lane polled together commit in one transaction (projections).
     group_commit: bool = False
@@ -153,7 +156,11 @@ class ConsumerRuntime(BackgroundLoop):
             failures=self.failures,
             reporter=self.reporter,
             revocations=revocations,
-            options=ExecutionSettings(self.options.default_time_limit, self.options.infra_retries),
+            options=ExecutionSettings(
+                self.options.default_time_limit,
+                self.options.infra_retries,
+                self.options.announce_started_after,
+            ),
             events=self._events,
             stop=self._stop,
         )
@@ -359,6 +366,7 @@ class ConsumerRuntime(BackgroundLoop):
         self._resume_due(consumer)
         self._release_held()
         self._watch_time_limits()
+        self._announce_started()
         self._drain_events(consumer, wait=0)
         self._apply_backpressure(consumer)
         self._purge_processed()
@@ -388,6 +396,9 @@ class ConsumerRuntime(BackgroundLoop):
             soonest.append(int(min(r.not_before for r in self._redo) * 1000))
         if soonest:
             timeout = min(timeout, max(0.0, (min(soonest) - now) / 1000))
+        announce_at = self._lanes.next_announcement() if self._lanes is not None else None
+        if announce_at is not None:
+            timeout = min(timeout, max(0.0, announce_at - time.monotonic()))
         return timeout
 
     def _accept(self, consumer: RecordConsumer, messages: Sequence[KafkaMessage]) -> None:
@@ -547,6 +558,14 @@ class ConsumerRuntime(BackgroundLoop):
             if parts:
                 consumer.resume(parts)
             self._backpressured = False
+
+    def _announce_started(self) -> None:
+        """Send the STARTED of tasks still running `announce_started_after` their start."""
+        if self._lanes is None:
+            return
+        due = self._lanes.announcements_due(time.monotonic())
+        if due:
+            self.producer.send_nowait(due)
 
     def _watch_time_limits(self) -> None:
         if self._lanes is None:

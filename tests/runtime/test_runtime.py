@@ -131,16 +131,17 @@ def runtime_on(
     db: Database,
     group: str,
     revocations: RevocationRegistry | None = None,
+    producer: Any = None,
     **options: Any,
 ) -> ConsumerRuntime:
-    """A runtime of this test's bus and database, nothing registered yet."""
+    """A runtime of this test's bus and database (or another producer), nothing registered."""
     return ConsumerRuntime(
         service="test",
         group=bus.names.group(group),
         bootstrap=bus.bootstrap,
         consumer_factory=bus.consumer_factory,
         names=bus.names,
-        producer=bus.producer,
+        producer=producer or bus.producer,
         db=db,
         processed_table=processed_table(db),
         revocations=revocations,
@@ -199,6 +200,68 @@ def test_success_emits_started_and_success_with_the_result(
     seen = wait_state(bus, "task-ok", "SUCCESS")
     assert [s.state for s in seen] == [TaskState.STARTED, TaskState.SUCCESS]
     assert seen[-1].result == {"trained": 3}
+
+
+class RecordingProducer:
+    """The bus's producer, keeping the task states of each call (one call, one batch)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[list[str]] = []
+
+    def _keep(self, records: list[OutgoingRecord]) -> None:
+        states = [
+            json.loads(r.value or b"{}")["state"]
+            for r in records
+            if r.topic.endswith("task.status")
+        ]
+        if states:
+            self.batches.append(states)
+
+    def send_async(
+        self, records: list[OutgoingRecord], on_done: Callable[[Exception | None], None]
+    ) -> None:
+        self._keep(records)
+        self.inner.send_async(records, on_done)
+
+    def send_nowait(self, records: list[OutgoingRecord]) -> None:
+        self._keep(records)
+        self.inner.send_nowait(records)
+
+
+def test_a_short_task_sends_started_with_its_outcome_a_long_one_at_once(
+    bus: Bus, db: Database, handler: ScriptedHandler, revocations: RevocationRegistry
+) -> None:
+    recording = RecordingProducer(bus.producer)
+    rt = runtime_on(bus, db, "test", revocations, recording, announce_started_after=0.2)
+    rt.register(TrainingRequested, handler)
+    release = threading.Event()
+    handler.scripts["long"] = [blocked(release)]
+
+    def reports(ctx: HandlerContext) -> None:
+        ctx.progress(50)
+
+    handler.scripts["reporting"] = [reports]
+    rt.start()
+    try:
+        bus.send(command("short"))
+        wait_state(bus, "task-short", "SUCCESS")
+        assert ["STARTED", "SUCCESS"] in recording.batches  # one batch, in order
+        bus.send(command("long"))
+        # Announced on its own while the handler still runs (after 0.2 s, not at its end).
+        seen = wait_state(bus, "task-long", "STARTED", timeout=10)
+        assert [s.state for s in seen] == [TaskState.STARTED]
+        release.set()
+        assert [s.state for s in wait_state(bus, "task-long", "SUCCESS")] == [
+            TaskState.STARTED,
+            TaskState.SUCCESS,
+        ]
+        bus.send(command("reporting"))  # a progress report takes the STARTED along, first
+        seen = wait_state(bus, "task-reporting", "SUCCESS")
+        assert [s.state for s in seen] == [TaskState.STARTED, TaskState.PROGRESS, TaskState.SUCCESS]
+    finally:
+        release.set()
+        rt.stop()
 
 
 def test_transient_failures_retry_when_due_then_succeed(
