@@ -131,15 +131,6 @@ class KeyedLanes:
                 due.extend(job.take_announcement())
         return due
 
-    def next_announcement(self) -> float | None:
-        """When the soonest held announcement of a running job is due (monotonic)."""
-        held = [
-            job.announce_at
-            for lane in self.lanes
-            if (job := lane.current) is not None and job.announcement is not None
-        ]
-        return min(held, default=None)
-
     def busy(self) -> int:
         return sum(1 for lane in self.lanes if lane.current is not None)
 

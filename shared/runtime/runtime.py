@@ -396,9 +396,6 @@ class ConsumerRuntime(BackgroundLoop):
             soonest.append(int(min(r.not_before for r in self._redo) * 1000))
         if soonest:
             timeout = min(timeout, max(0.0, (min(soonest) - now) / 1000))
-        announce_at = self._lanes.next_announcement() if self._lanes is not None else None
-        if announce_at is not None:
-            timeout = min(timeout, max(0.0, announce_at - time.monotonic()))
         return timeout
 
     def _accept(self, consumer: RecordConsumer, messages: Sequence[KafkaMessage]) -> None:
@@ -560,7 +557,8 @@ class ConsumerRuntime(BackgroundLoop):
             self._backpressured = False
 
     def _announce_started(self) -> None:
-        """Send the STARTED of tasks still running `announce_started_after` their start."""
+        """Send the STARTED of tasks still running `announce_started_after` their start (at
+        the loop's next turn: while records are in flight it turns at least every 50 ms)."""
         if self._lanes is None:
             return
         due = self._lanes.announcements_due(time.monotonic())
