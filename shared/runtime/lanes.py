@@ -40,12 +40,21 @@ class Job:
             self.announcement, self.announce_at = record, at
 
     def take_announcement(self) -> list[OutgoingRecord]:
-        """The held announcement, to the first caller only ([] for the others)."""
+        """The held announcement, to the first caller only ([] for the others), who sends it
+        before anything else of the job."""
         if self.announcement is None:
             return []
         with self._taking:
             record, self.announcement = self.announcement, None
         return [record] if record is not None else []
+
+    def send_announcement(self, send: Callable[[list[OutgoingRecord]], None]) -> None:
+        """Send the held announcement now unless it was taken: under the lock, so the job's
+        own take waits until it is produced and what the job sends next comes after it."""
+        with self._taking:
+            if self.announcement is not None:
+                send([self.announcement])
+                self.announcement = None
 
 
 class Lane:
@@ -122,14 +131,12 @@ class KeyedLanes:
                 abandoned.append(job)
         return abandoned
 
-    def announcements_due(self, now: float) -> list[OutgoingRecord]:
-        """Take the announcements of running jobs that are due by `now`."""
-        due: list[OutgoingRecord] = []
+    def announce_due(self, now: float, send: Callable[[list[OutgoingRecord]], None]) -> None:
+        """Send the announcements of running jobs that are due by `now`."""
         for lane in self.lanes:
             job = lane.current
             if job is not None and job.announcement is not None and job.announce_at <= now:
-                due.extend(job.take_announcement())
-        return due
+                job.send_announcement(send)
 
     def busy(self) -> int:
         return sum(1 for lane in self.lanes if lane.current is not None)

@@ -559,11 +559,8 @@ class ConsumerRuntime(BackgroundLoop):
     def _announce_started(self) -> None:
         """Send the STARTED of tasks still running `announce_started_after` their start (at
         the loop's next turn: while records are in flight it turns at least every 50 ms)."""
-        if self._lanes is None:
-            return
-        due = self._lanes.announcements_due(time.monotonic())
-        if due:
-            self.producer.send_nowait(due)
+        if self._lanes is not None:
+            self._lanes.announce_due(time.monotonic(), self.producer.send_nowait)
 
     def _watch_time_limits(self) -> None:
         if self._lanes is None:
