@@ -27,12 +27,18 @@ from shared.runtime import HandlerContext
 
 
 def supersedes(current: TaskState, current_attempts: int, state: TaskState, attempt: int) -> bool:
-    """Whether a transition to `state` in `attempt` replaces what a task shows now: nothing but
-    a newer attempt moves a task out of a final state, and nothing moves a revoked one."""
+    """Whether a transition to `state` in `attempt` replaces what a task shows now. Nothing
+    moves a task out of SUCCESS or REVOKED: a succeeded task never runs again, so a later
+    transition is a duplicate copy of its command starting before it finds the tracking row
+    (after a crash, a copy in a delay tier and the redelivered original can both be
+    consumed). Only a newer attempt moves a task out of FAILURE or EXPIRED (a replayed dead
+    letter)."""
+    if current in (TaskState.SUCCESS, TaskState.REVOKED):
+        return False
     if current in FINAL_STATES and state not in FINAL_STATES:
-        return attempt > current_attempts and current is not TaskState.REVOKED
+        return attempt > current_attempts
     if current in FINAL_STATES and state in FINAL_STATES:
-        return attempt >= current_attempts and current is not TaskState.REVOKED
+        return attempt >= current_attempts
     return True
 
 

@@ -61,8 +61,14 @@ def test_stale_and_redelivered_transitions_are_neither_kept_nor_broadcast() -> N
     _feed(live, started, success, success, late_progress)
     assert [t.state for t in live.transitions("t1")] == [TaskState.STARTED, TaskState.SUCCESS]
     assert [(u["state"], u["attempt"]) for u in hub.updates] == [("STARTED", 1), ("SUCCESS", 1)]
-    # A newer attempt does move a final task again (a retry after a replay).
+    # Nothing moves a succeeded task: a later STARTED, even of a newer attempt, is a
+    # duplicate copy of its command that started before it found its tracking row.
     _feed(live, _status("t1", TaskState.STARTED, t0 + timedelta(seconds=1), attempt=2))
+    assert hub.updates[-1]["state"] == "SUCCESS"
+    assert [t.state for t in live.transitions("t1")] == [TaskState.STARTED, TaskState.SUCCESS]
+    # A newer attempt does move a failed task again (a retry after a replay).
+    failure = _status("t2", TaskState.FAILURE, t0, error={"error_class": "X", "message": "m"})
+    _feed(live, failure, _status("t2", TaskState.STARTED, t0 + timedelta(seconds=1), attempt=2))
     assert hub.updates[-1]["state"] == "STARTED" and hub.updates[-1]["attempt"] == 2
 
 
@@ -144,3 +150,26 @@ def test_an_older_transition_than_the_read_model_has_is_not_laid_over_it() -> No
     live = LiveTasks(RecordingHub())
     live.observe(envelope, status, NO_CONTEXT)
     assert overlaid(out, live.transitions("t")) == out
+
+
+def test_a_duplicate_run_after_success_leaves_the_task_succeeded(gw: InProcessGateway) -> None:
+    """The chaos test's sequence: the redelivered original succeeds, then its copy from a
+    delay tier starts (attempt 2) before finding the tracking row and re-sends the stored
+    SUCCESS."""
+    task_id = gw.client.post("/api/v1/tasks", json={"name": "ml.train"}).json()["task_id"]
+    t0 = datetime.now(UTC)
+    success = _status(task_id, TaskState.SUCCESS, t0 + timedelta(milliseconds=5), result={"k": 1})
+    statuses = [
+        _status(task_id, TaskState.STARTED, t0),
+        success,
+        _status(task_id, TaskState.STARTED, t0 + timedelta(seconds=3), attempt=2),
+        success,
+    ]
+    for envelope, status in statuses:
+        with gw.db.session() as session, session.begin():
+            project_task_status(
+                envelope, status, cast(HandlerContext, SimpleNamespace(session=session))
+            )
+    shown = gw.client.get(f"/api/v1/tasks/{task_id}").json()
+    assert shown["state"] == "SUCCESS" and shown["result"] == {"k": 1}
+    assert [h["state"] for h in shown["history"]] == ["PENDING", "STARTED", "SUCCESS"]
