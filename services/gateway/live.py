@@ -145,14 +145,15 @@ class LiveTasks:
             return list(known.transitions) if known is not None else []
 
 
-def overlaid(out: TaskOut, transitions: list[Transition]) -> TaskOut:
-    """The read model's view of a task with the consumed transitions it has not committed yet
-    laid over it, by the projection's own rules."""
-    last_at = datetime.fromisoformat(out.history[-1]["at"]) if out.history else out.created_at
+def overlaid(view: dict[str, Any], transitions: list[Transition]) -> dict[str, Any]:
+    """The read model's view of a task (`TaskOut`'s fields) with the consumed transitions it
+    has not committed yet laid over it, by the projection's own rules."""
+    history = view["history"]
+    last_at = datetime.fromisoformat(history[-1]["at"]) if history else view["created_at"]
     newer = [t for t in transitions if t.at > last_at]
     if not newer:
-        return out
-    view = out.model_dump()
+        return view
+    view = dict(view)
     for t in newer:
         if not supersedes(TaskState(view["state"]), view["attempts"], t.state, t.attempt):
             continue
@@ -173,7 +174,7 @@ def overlaid(out: TaskOut, transitions: list[Transition]) -> TaskOut:
         view["attempts"] = shown_attempts(t.state, t.attempt, view["attempts"])
         view["next_attempt_at"] = t.next_attempt_at
         view["history"] = [*view["history"], entry]
-    return TaskOut.model_validate(view)
+    return view
 
 
 class TaskUpdateHub:

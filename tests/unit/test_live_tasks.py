@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+import sqlalchemy as sa
 
 from services.gateway.live import LiveTasks, TaskUpdateHub, overlaid
 from services.gateway.models import Task
@@ -149,7 +150,7 @@ def test_an_older_transition_than_the_read_model_has_is_not_laid_over_it() -> No
     envelope, status = _status("t", TaskState.STARTED, now - timedelta(seconds=1))
     live = LiveTasks(RecordingHub())
     live.observe(envelope, status, NO_CONTEXT)
-    assert overlaid(out, live.transitions("t")) == out
+    assert overlaid(out.model_dump(), live.transitions("t")) == out.model_dump()
 
 
 def test_a_duplicate_run_after_success_leaves_the_task_succeeded(gw: InProcessGateway) -> None:
@@ -173,3 +174,87 @@ def test_a_duplicate_run_after_success_leaves_the_task_succeeded(gw: InProcessGa
     shown = gw.client.get(f"/api/v1/tasks/{task_id}").json()
     assert shown["state"] == "SUCCESS" and shown["result"] == {"k": 1}
     assert [h["state"] for h in shown["history"]] == ["PENDING", "STARTED", "SUCCESS"]
+
+
+def _project(session: Any, *statuses: tuple[Envelope, TaskStatus]) -> None:
+    for envelope, status in statuses:
+        project_task_status(
+            envelope, status, cast(HandlerContext, SimpleNamespace(session=session))
+        )
+
+
+def _statements_on_tasks(gw: InProcessGateway, work: Any) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if " tasks" in statement:
+            seen.append(statement.split()[0].upper())
+
+    sa.event.listen(gw.db.engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        sa.event.remove(gw.db.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_tasks_statuses_in_one_transaction_read_and_write_its_row_once(
+    gw: InProcessGateway,
+) -> None:
+    """A short task's STARTED and SUCCESS arrive in one batch: the read model reads the row
+    once and writes it once, with both transitions."""
+    task_id = gw.client.post("/api/v1/tasks", json={"name": "ml.train", "countdown": 600}).json()[
+        "task_id"
+    ]
+    t0 = datetime.now(UTC)
+    started = _status(task_id, TaskState.STARTED, t0)
+    success = _status(task_id, TaskState.SUCCESS, t0 + timedelta(milliseconds=3), result={"k": 2})
+
+    def project_both() -> None:
+        with gw.db.session() as session, session.begin():
+            _project(session, started, success)
+
+    assert _statements_on_tasks(gw, project_both) == ["SELECT", "UPDATE"]
+    shown = gw.client.get(f"/api/v1/tasks/{task_id}").json()
+    assert shown["state"] == "SUCCESS" and shown["result"] == {"k": 2}
+    assert [h["state"] for h in shown["history"]] == ["SCHEDULED", "STARTED", "SUCCESS"]
+
+
+def test_a_task_first_seen_on_its_statuses_is_inserted_once_with_all_of_them(
+    gw: InProcessGateway,
+) -> None:
+    t0 = datetime.now(UTC)
+    statuses = [
+        _status("from-ticker", TaskState.STARTED, t0),
+        _status("from-ticker", TaskState.SUCCESS, t0 + timedelta(milliseconds=3)),
+    ]
+
+    def project_both() -> None:
+        with gw.db.session() as session, session.begin():
+            _project(session, *statuses)
+
+    assert _statements_on_tasks(gw, project_both) == ["SELECT", "INSERT"]
+    with gw.db.session() as session:
+        stored = session.get(Task, "from-ticker")
+        assert stored is not None and stored.state == "SUCCESS"
+        assert [h["state"] for h in stored.history] == ["STARTED", "SUCCESS"]
+
+
+def test_statuses_of_a_rolled_back_transaction_are_not_written_by_the_next(
+    gw: InProcessGateway,
+) -> None:
+    task_id = gw.client.post("/api/v1/tasks", json={"name": "ml.train", "countdown": 600}).json()[
+        "task_id"
+    ]
+    t0 = datetime.now(UTC)
+    session = gw.db.sessions()
+    try:
+        _project(session, _status(task_id, TaskState.STARTED, t0))
+        session.rollback()
+        _project(session, _status(task_id, TaskState.FAILURE, t0 + timedelta(seconds=1)))
+        session.commit()
+    finally:
+        session.close()
+    shown = gw.client.get(f"/api/v1/tasks/{task_id}").json()
+    assert shown["state"] == "FAILURE"
+    assert [h["state"] for h in shown["history"]] == ["SCHEDULED", "FAILURE"]
