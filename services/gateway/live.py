@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from services.gateway.models import Task
-from services.gateway.schemas import TaskOut
 from shared.envelope import Envelope
 from shared.events import FINAL_STATES, TaskState, TaskStatus
 from shared.runtime import HandlerContext
