@@ -28,7 +28,6 @@ from services.gateway.commands import (
     CommandConflict,
     CommandRejected,
     CommandTooLarge,
-    issue_task,
     options_from,
     revoke,
     start_publish,
@@ -232,26 +231,22 @@ TaskWriter = Annotated[frozenset[str], Depends(require("tasks:write"))]
 
 
 @router.post("/tasks", status_code=202)
-def run_task(
-    body: TaskIn, outbox: OutboxDep, request: Request, scopes: TaskWriter
-) -> dict[str, str]:
+async def run_task(body: TaskIn, request: Request, scopes: TaskWriter) -> dict[str, str]:
     """Run a task by name. Besides tasks:write, the token needs the scope of the resource the
     task acts on (campaigns:write for campaign.*, metrics.*; ml:write for ml.*), and the task
     meets the same preconditions as that resource's endpoint (409 for a campaign.publish of
     a campaign that is not a draft)."""
-    # The hottest write route opens its session itself: a generator dependency would cost two
-    # more hops to the thread pool per request.
+    # The hottest write route: recorded by the task intake, group-committed on its own
+    # thread (no thread-pool hop, and the event loop never waits on the database).
     require_task_scope(body.name, scopes)
     options = _options(body)
-    with request.app.state.db.session() as session:
-        try:
-            task = issue_task(
-                session, outbox, body.name, args=body.args, kwargs=body.kwargs, options=options
-            )
-        except CommandRejected as exc:
-            raise refusal(exc) from exc
-        committed(session, request, task)
-        return {"task_id": task.id}
+    try:
+        task = await request.app.state.intake.issue(
+            body.name, args=body.args, kwargs=body.kwargs, options=options
+        )
+    except CommandRejected as exc:
+        raise refusal(exc) from exc
+    return {"task_id": task.id}
 
 
 @router.get(

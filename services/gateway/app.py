@@ -20,6 +20,7 @@ from services.gateway.auth import TokenRegistry
 from services.gateway.candidates import router as candidates_router
 from services.gateway.cluster import KafkaInspector
 from services.gateway.console import router as console_router
+from services.gateway.intake import TaskIntake
 from services.gateway.live import LiveTasks
 from services.gateway.monitor import router as monitor_router
 from services.gateway.schedules import router as schedules_router
@@ -36,6 +37,9 @@ def create_app(
     readiness: dict[str, Callable[[], bool]],
     inspector: KafkaInspector | None = None,
 ) -> FastAPI:
+    intake = TaskIntake(kit.db, kit.outbox, live.hub)
+    components = [*components, intake]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for component in components:
@@ -68,6 +72,7 @@ def create_app(
     app.state.outbox = kit.outbox
     app.state.live = live
     app.state.hub = live.hub
+    app.state.intake = intake
     app.state.kafka = inspector or KafkaInspector(
         settings.kafka_bootstrap, kit.names, settings.worker_health_urls
     )

@@ -210,6 +210,8 @@ def test_a_command_larger_than_the_broker_takes_is_413_and_not_stored(
 ) -> None:
     tiny = Outbox(gw.outbox.table, gw.outbox.names, max_record_bytes=400)
     gw.app.dependency_overrides[outbox_of] = lambda: tiny
+    intake = gw.app.state.intake
+    intake.outbox, outbox = tiny, intake.outbox  # POST /tasks records through the intake
     try:
         response = gw.client.post("/api/v1/tasks", json={"name": "ml.train"})
         assert response.status_code == 413 and "too large" in response.json()["detail"]
@@ -218,6 +220,7 @@ def test_a_command_larger_than_the_broker_takes_is_413_and_not_stored(
         assert publish.status_code == 413
     finally:
         gw.app.dependency_overrides.clear()
+        intake.outbox = outbox
     assert gw.client.get(f"/api/v1/campaigns/{campaign_id}").json()["status"] == "draft"
     assert gw.client.get("/api/v1/tasks").json() == []
     assert gw.outbox_rows() == []

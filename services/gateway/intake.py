@@ -1,0 +1,163 @@
+"""`POST /tasks`'s writes, on one thread and group-committed: the requests that arrive while a
+transaction commits go into the next one together (one commit and one produce batch for all
+of them), and the event loop never waits on the database.
+
+A rejected command (`CommandRejected`: 409, 413, 422) or a database error in a group sends
+every request of it through again alone, each in its own transaction, so one request's
+failure is never another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.gateway.commands import issue_task
+from services.gateway.live import TaskUpdateHub, task_update
+from services.gateway.models import Task
+from shared.background import BackgroundLoop
+from shared.db import Database
+from shared.events import TaskOptions
+from shared.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class IntakeStopped(RuntimeError):
+    """The gateway is shutting down: the task was not recorded."""
+
+
+@dataclass
+class TaskRequest:
+    """One `POST /tasks`, waiting on the event loop for its task."""
+
+    name: str
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    options: TaskOptions
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Task]
+
+    def settle(self, outcome: Task | BaseException) -> None:
+        """Hand the outcome to the request's event loop (from the intake thread)."""
+        self.loop.call_soon_threadsafe(_settle, self.future, outcome)
+
+
+def _settle(future: asyncio.Future[Task], outcome: Task | BaseException) -> None:
+    if future.done():  # the client went away: nothing waits for it
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class TaskIntake(BackgroundLoop):
+    """Records tasks and their commands for `POST /tasks`, at most `max_group` per
+    transaction."""
+
+    thread_name = "task-intake"
+
+    def __init__(
+        self, db: Database, outbox: Outbox, hub: TaskUpdateHub, max_group: int = 100
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.outbox = outbox
+        self.hub = hub
+        self.max_group = max_group
+        self._requests: queue.SimpleQueue[TaskRequest | None] = queue.SimpleQueue()
+
+    async def issue(
+        self,
+        name: str,
+        *,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        options: TaskOptions,
+    ) -> Task:
+        """The recorded task (its command committed to the outbox and handed to the
+        producer); raises what `issue_task` raises for this request."""
+        if self._stop.is_set():
+            raise IntakeStopped("the gateway is stopping")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Task] = loop.create_future()
+        self._requests.put(TaskRequest(name, args, kwargs, options, loop, future))
+        return await future
+
+    def _wake(self) -> None:
+        self._requests.put(None)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            first = self._requests.get()
+            if first is None:
+                continue
+            group = [first]
+            while len(group) < self.max_group:
+                try:
+                    request = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if request is not None:
+                    group.append(request)
+            self._record(group)
+        while True:  # stopped: nothing more is recorded
+            try:
+                left = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if left is not None:
+                left.settle(IntakeStopped("the gateway is stopping"))
+
+    def _record(self, group: list[TaskRequest]) -> None:
+        outcomes: list[Task | BaseException] | None = None
+        if len(group) > 1:
+            try:
+                outcomes = list(self._together(group))
+            except Exception as exc:  # each request then gets its own transaction
+                log.debug("a group of %d tasks falls back to one at a time: %s", len(group), exc)
+        if outcomes is None:
+            outcomes = [self._alone(request) for request in group]
+        for request, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Task):
+                self.hub.publish(task_update(outcome, outcome.updated_at))
+            request.settle(outcome)
+
+    def _together(self, group: list[TaskRequest]) -> list[Task]:
+        with self.db.sessions() as session:
+            try:
+                tasks = [self._issue(session, request) for request in group]
+                self.outbox.commit(session)
+            except BaseException:
+                session.rollback()
+                raise
+        return tasks
+
+    def _alone(self, request: TaskRequest) -> Task | BaseException:
+        try:
+            with self.db.sessions() as session:
+                try:
+                    task = self._issue(session, request)
+                    self.outbox.commit(session)
+                except BaseException:
+                    session.rollback()
+                    raise
+            return task
+        except Exception as exc:
+            return exc
+
+    def _issue(self, session: Session, request: TaskRequest) -> Task:
+        return issue_task(
+            session,
+            self.outbox,
+            request.name,
+            args=request.args,
+            kwargs=request.kwargs,
+            options=request.options,
+        )

@@ -1,0 +1,101 @@
+"""The task intake: `POST /tasks` requests that wait together are recorded in one transaction,
+and a rejected one sends the group through one at a time, so it fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from services.gateway.commands import CommandRejected
+from services.gateway.intake import IntakeStopped, TaskIntake
+from services.gateway.live import TaskUpdateHub
+from services.gateway.models import Task
+from shared.events import TaskOptions
+from tests.support.gateway import InProcessGateway, in_process_gateway
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[InProcessGateway]:
+    yield from in_process_gateway(tmp_path)
+
+
+class RecordingHub(TaskUpdateHub):
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[dict[str, Any]] = []
+
+    def publish(self, update: dict[str, Any]) -> None:
+        self.updates.append(update)
+
+
+def _issue_queued(intake: TaskIntake, requests: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Queue every request before the intake's thread starts, so they form one group."""
+
+    async def main() -> list[Any]:
+        waiting = [
+            asyncio.ensure_future(intake.issue(name, kwargs=kwargs, options=TaskOptions()))
+            for name, kwargs in requests
+        ]
+        await asyncio.sleep(0.05)
+        intake.start()
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        intake.stop()
+
+
+def _commits(gw: InProcessGateway) -> list[int]:
+    commits = [0]
+
+    def count(_connection: Any) -> None:
+        commits[0] += 1
+
+    sa.event.listen(gw.db.engine, "commit", count)
+    return commits
+
+
+def test_waiting_requests_are_recorded_in_one_transaction(gw: InProcessGateway) -> None:
+    hub = RecordingHub()
+    intake = TaskIntake(gw.db, gw.outbox, hub)
+    commits = _commits(gw)
+    results = _issue_queued(intake, [("ml.train", {})] * 5)
+    assert commits[0] == 1
+    assert all(isinstance(r, Task) for r in results)
+    ids = {r.id for r in results}
+    with gw.db.session() as session:
+        stored = set(session.scalars(sa.select(Task.id)))
+        unsent = session.scalar(sa.select(sa.func.count()).select_from(gw.outbox.table))
+    assert stored == ids and len(ids) == 5 and unsent == 5  # a task and a command each
+    assert [u["task_id"] for u in hub.updates] == [r.id for r in results]
+
+
+def test_a_rejected_request_fails_alone_and_the_rest_of_its_group_is_recorded(
+    gw: InProcessGateway,
+) -> None:
+    intake = TaskIntake(gw.db, gw.outbox, RecordingHub())
+    commits = _commits(gw)
+    results = _issue_queued(
+        intake,
+        [("ml.train", {}), ("campaign.publish", {"campaign_id": "nope"}), ("ml.train", {})],
+    )
+    assert isinstance(results[1], CommandRejected) and "campaign_id" in str(results[1])
+    assert isinstance(results[0], Task) and isinstance(results[2], Task)
+    assert commits[0] == 2  # the group rolled back; each valid request then commits alone
+    with gw.db.session() as session:
+        stored = set(session.scalars(sa.select(Task.id)))
+        commands = session.scalar(sa.select(sa.func.count()).select_from(gw.outbox.table))
+    assert stored == {results[0].id, results[2].id} and commands == 2
+
+
+def test_a_stopped_intake_refuses_requests(gw: InProcessGateway) -> None:
+    intake = TaskIntake(gw.db, gw.outbox, RecordingHub()).start()
+    intake.stop()
+    with pytest.raises(IntakeStopped):
+        asyncio.run(intake.issue("ml.train", options=TaskOptions()))
