@@ -10,6 +10,7 @@ failure is never another's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class TaskRequest:
 
     def settle(self, outcome: Task | BaseException) -> None:
         """Hand the outcome to the request's event loop (from the intake thread)."""
-        self.loop.call_soon_threadsafe(_settle, self.future, outcome)
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server stopped
+            self.loop.call_soon_threadsafe(_settle, self.future, outcome)
 
 
 def _settle(future: asyncio.Future[Task], outcome: Task | BaseException) -> None:
