@@ -464,7 +464,7 @@ class ConsumerRuntime(BackgroundLoop):
         assert self._lanes is not None
         job = Job(run=lambda: None)
         job.run = lambda: self._executor.execute(record, known, job)
-        self._lanes.submit(_lane_key(record), job)
+        self._start(_lane_key(record), job)
 
     def _submit_group(
         self, records: list[ConsumedRecord], known: dict[str, list[OutgoingRecord]] | None
@@ -472,7 +472,17 @@ class ConsumerRuntime(BackgroundLoop):
         assert self._lanes is not None
         job = Job(run=lambda: None)
         job.run = lambda: self._executor.execute_group(records, known, job)
-        self._lanes.submit(_lane_key(records[0]), job)
+        self._start(_lane_key(records[0]), job)
+
+    def _start(self, key: bytes, job: Job) -> None:
+        assert self._lanes is not None
+        if self.broadcast:
+            # A broadcast listener keeps an in-memory view (live tasks, revocations, quota
+            # blocks) and has no group membership to keep alive: its handler runs on the poll
+            # thread, a lane's thread hop less between the broker and the view.
+            job.run()
+        else:
+            self._lanes.submit(key, job)
 
     def _lane_of(self, record: ConsumedRecord) -> int:
         assert self._lanes is not None

@@ -651,6 +651,35 @@ def revocation_listener(bus: Bus, registry: RevocationRegistry) -> ConsumerRunti
     return listener
 
 
+def test_a_broadcast_listener_runs_its_handler_on_the_poll_thread(bus: Bus) -> None:
+    """A broadcast listener keeps an in-memory view and has no group to keep alive: its
+    handler runs on the consumer loop's thread, with no hop to a lane."""
+    registry = RevocationRegistry()
+    threads: list[str] = []
+
+    def handle(envelope: Envelope, revoked: TaskRevoked, ctx: HandlerContext) -> None:
+        threads.append(threading.current_thread().name)
+        registry.handle(envelope, revoked, ctx)
+
+    listener = ConsumerRuntime(
+        service="test",
+        group=bus.names.group("test.inline"),
+        bootstrap=bus.bootstrap,
+        consumer_factory=bus.consumer_factory,
+        names=bus.names,
+        producer=bus.producer,
+        broadcast=True,
+    )
+    listener.register(TaskRevoked, handle)
+    listener.start()
+    try:
+        bus.send(revocation("gone"))
+        wait_for(lambda: registry.is_revoked("gone"), 15, 0.02, "the revocation heard")
+        assert threads == [listener.thread_name]
+    finally:
+        listener.stop()
+
+
 def revocation(task_id: str) -> Envelope:
     return new_event(
         TaskRevoked(task_id=task_id, revoked_at=datetime.now(UTC)),
