@@ -205,7 +205,7 @@ class ConsumerRuntime(BackgroundLoop):
 
     # --- lifecycle ----------------------------------------------------------------------
     def run(self) -> None:
-        self._lanes = KeyedLanes(1 if self.broadcast else self.options.lanes, self.group)
+        self._lanes = None if self.broadcast else KeyedLanes(self.options.lanes, self.group)
         consumer = self._consumer_factory(self._consumer_config())
         try:
             if self.broadcast:
@@ -461,7 +461,6 @@ class ConsumerRuntime(BackgroundLoop):
     def _submit(
         self, record: ConsumedRecord, known: dict[str, list[OutgoingRecord]] | None
     ) -> None:
-        assert self._lanes is not None
         job = Job(run=lambda: None)
         job.run = lambda: self._executor.execute(record, known, job)
         self._start(_lane_key(record), job)
@@ -469,17 +468,15 @@ class ConsumerRuntime(BackgroundLoop):
     def _submit_group(
         self, records: list[ConsumedRecord], known: dict[str, list[OutgoingRecord]] | None
     ) -> None:
-        assert self._lanes is not None
         job = Job(run=lambda: None)
         job.run = lambda: self._executor.execute_group(records, known, job)
         self._start(_lane_key(records[0]), job)
 
     def _start(self, key: bytes, job: Job) -> None:
-        assert self._lanes is not None
-        if self.broadcast:
+        if self._lanes is None:
             # A broadcast listener keeps an in-memory view (live tasks, revocations, quota
-            # blocks) and has no group membership to keep alive: its handler runs on the poll
-            # thread, a lane's thread hop less between the broker and the view.
+            # blocks) and has no group membership to keep alive: it has no lanes, and its
+            # handler runs on the poll thread, a thread hop less between broker and view.
             job.run()
         else:
             self._lanes.submit(key, job)
