@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from services.gateway.live import task_update
 from services.gateway.models import Campaign, Job, Task
 from shared.commands import CommandInvalid, build_command, command_key
-from shared.envelope import new_event
+from shared.envelope import Envelope, new_event
 from shared.events import (
     Command,
     JobOpening,
@@ -123,6 +124,24 @@ def start_publish(
 _INSERT_TASK = sa.insert(cast(sa.Table, Task.__table__))
 
 
+@dataclass(frozen=True)
+class TaskRequest:
+    """A task asked for by name (`POST /tasks`, a schedule)."""
+
+    name: str
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    options: TaskOptions = field(default_factory=TaskOptions)
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task's `tasks` row and its command envelope, not written yet."""
+
+    row: dict[str, Any]
+    envelope: Envelope
+
+
 def issue_task(
     session: Session,
     outbox: Outbox,
@@ -136,9 +155,43 @@ def issue_task(
 ) -> Task:
     """Record the task (PENDING, or SCHEDULED when it has an ETA) and its command event."""
     options = options or TaskOptions()
-    kwargs = dict(kwargs or {})
     if command is None and name == "campaign.publish":
-        return _publish_by_name(session, outbox, kwargs, options)
+        return _publish_by_name(session, outbox, dict(kwargs or {}), options)
+    prepared = prepare_task(name, args, kwargs, options, task_id=task_id, command=command)
+    return record_tasks(session, outbox, [prepared])[0]
+
+
+def issue_tasks(session: Session, outbox: Outbox, requests: Sequence[TaskRequest]) -> list[Task]:
+    """Record many tasks in the caller's transaction, in order: the rows and commands of all
+    but `campaign.publish` (which locks its campaign) with one statement each."""
+    tasks: list[Task | None] = [None] * len(requests)
+    prepared: list[tuple[int, PreparedTask]] = []
+    for index, request in enumerate(requests):
+        if request.name == "campaign.publish":
+            tasks[index] = issue_task(
+                session, outbox, request.name, kwargs=request.kwargs, options=request.options
+            )
+        else:
+            prepared.append(
+                (index, prepare_task(request.name, request.args, request.kwargs, request.options))
+            )
+    recorded = record_tasks(session, outbox, [p for _, p in prepared])
+    for (index, _), task in zip(prepared, recorded, strict=True):
+        tasks[index] = task
+    return [task for task in tasks if task is not None]
+
+
+def prepare_task(
+    name: str,
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
+    options: TaskOptions,
+    *,
+    task_id: str | None = None,
+    command: Command | None = None,
+) -> PreparedTask:
+    """The row and command of a task by name (CommandRejected when its input is not valid)."""
+    kwargs = dict(kwargs or {})
     if command is None:
         try:
             command = build_command(name, kwargs, options)
@@ -167,14 +220,22 @@ def issue_task(
         "created_at": now,
         "updated_at": now,
     }
+    return PreparedTask(row, envelope)
+
+
+def record_tasks(session: Session, outbox: Outbox, prepared: Sequence[PreparedTask]) -> list[Task]:
+    """Write prepared tasks and their commands: one INSERT of all rows and one of all
+    commands (Core, not the ORM's unit of work: every POST /tasks runs it). The caller gets
+    the rows as detached Tasks."""
+    if not prepared:
+        return []
     try:
-        outbox.add(session, envelope)
+        outbox.add_all(session, [p.envelope for p in prepared])
     except RecordTooLarge as exc:
-        raise CommandTooLarge(f"the {name} command is too large: {exc}") from exc
-    # A Core insert, not the ORM's unit of work (every POST /tasks runs it); the caller gets
-    # the row as a detached Task.
-    session.execute(_INSERT_TASK, row)
-    return Task(**row)
+        names = " / ".join(sorted({p.row["name"] for p in prepared}))
+        raise CommandTooLarge(f"the {names} command is too large: {exc}") from exc
+    session.execute(_INSERT_TASK, [p.row for p in prepared])
+    return [Task(**p.row) for p in prepared]
 
 
 def _publish_by_name(

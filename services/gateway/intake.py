@@ -16,9 +16,7 @@ import queue
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from services.gateway.commands import issue_task
+from services.gateway.commands import TaskRequest, issue_tasks
 from services.gateway.live import TaskUpdateHub, task_update
 from services.gateway.models import Task
 from shared.background import BackgroundLoop
@@ -34,13 +32,10 @@ class IntakeStopped(RuntimeError):
 
 
 @dataclass
-class TaskRequest:
+class WaitingRequest:
     """One `POST /tasks`, waiting on the event loop for its task."""
 
-    name: str
-    args: list[Any] | None
-    kwargs: dict[str, Any] | None
-    options: TaskOptions
+    task: TaskRequest
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Task]
 
@@ -73,7 +68,7 @@ class TaskIntake(BackgroundLoop):
         self.outbox = outbox
         self.hub = hub
         self.max_group = max_group
-        self._requests: queue.SimpleQueue[TaskRequest | None] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[WaitingRequest | None] = queue.SimpleQueue()
 
     async def issue(
         self,
@@ -89,7 +84,7 @@ class TaskIntake(BackgroundLoop):
             raise IntakeStopped("the gateway is stopping")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Task] = loop.create_future()
-        self._requests.put(TaskRequest(name, args, kwargs, options, loop, future))
+        self._requests.put(WaitingRequest(TaskRequest(name, args, kwargs, options), loop, future))
         return await future
 
     def _wake(self) -> None:
@@ -117,7 +112,7 @@ class TaskIntake(BackgroundLoop):
             if left is not None:
                 left.settle(IntakeStopped("the gateway is stopping"))
 
-    def _record(self, group: list[TaskRequest]) -> None:
+    def _record(self, group: list[WaitingRequest]) -> None:
         outcomes: list[Task | BaseException] | None = None
         if len(group) > 1:
             try:
@@ -131,21 +126,21 @@ class TaskIntake(BackgroundLoop):
                 self.hub.publish(task_update(outcome, outcome.updated_at))
             request.settle(outcome)
 
-    def _together(self, group: list[TaskRequest]) -> list[Task]:
+    def _together(self, group: list[WaitingRequest]) -> list[Task]:
         with self.db.sessions() as session:
             try:
-                tasks = [self._issue(session, request) for request in group]
+                tasks = issue_tasks(session, self.outbox, [request.task for request in group])
                 self.outbox.commit(session)
             except BaseException:
                 session.rollback()
                 raise
         return tasks
 
-    def _alone(self, request: TaskRequest) -> Task | BaseException:
+    def _alone(self, request: WaitingRequest) -> Task | BaseException:
         try:
             with self.db.sessions() as session:
                 try:
-                    task = self._issue(session, request)
+                    (task,) = issue_tasks(session, self.outbox, [request.task])
                     self.outbox.commit(session)
                 except BaseException:
                     session.rollback()
@@ -153,13 +148,3 @@ class TaskIntake(BackgroundLoop):
             return task
         except Exception as exc:
             return exc
-
-    def _issue(self, session: Session, request: TaskRequest) -> Task:
-        return issue_task(
-            session,
-            self.outbox,
-            request.name,
-            args=request.args,
-            kwargs=request.kwargs,
-            options=request.options,
-        )

@@ -30,7 +30,9 @@ def replay_dead_letter(session: Session, outbox: Outbox, dead: DeadLetter) -> Ta
         )
     headers = [(k, v.encode("latin-1")) for k, v in dead.headers if k not in DROPPED]
     headers.append((rules.H_ATTEMPT, b"1"))
-    outbox.add_record(session, OutgoingRecord(dead.original_topic, dead.key, dead.value, headers))
+    outbox.add_records(
+        session, [OutgoingRecord(dead.original_topic, dead.key, dead.value, headers)]
+    )
     now = datetime.now(UTC)
     dead.replayed_at = now
     dead.replay_count = (dead.replay_count or 0) + 1

@@ -4,6 +4,7 @@ crash are produced after it, and a relay that re-sends a row causes no second ef
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from shared.db import Database, tracking_tables
 from shared.envelope import Envelope, new_event
 from shared.events import TaskState, TaskStatus
 from shared.outbox import Outbox, OutboxRelay
-from shared.producer import EventProducer
+from shared.producer import EventProducer, OutgoingRecord
 from shared.runtime import ConsumerRuntime, HandlerContext
 from shared.topics import TopicNames
 from tests.support.kafka import read_events
@@ -174,3 +175,48 @@ def test_rows_are_left_to_the_relay_pass_while_the_producer_has_a_backlog(
     assert relay.relay_once() == 1  # unclaimed: the pass sent it
     events = read_events(kafka_bootstrap, names.topic("task.status"), 1)
     assert [e.subject for e in events] == ["queued"]
+
+
+class RecordingRelay:
+    """Takes what `Outbox.commit` hands over, without producing it."""
+
+    def __init__(self) -> None:
+        self.claimed: list[int] = []
+        self.sent: list[tuple[int, OutgoingRecord]] = []
+
+    def claim(self, ids: list[int]) -> None:
+        self.claimed.extend(ids)
+
+    def release(self, ids: list[int]) -> None:
+        raise AssertionError("nothing to release: the commit succeeds")
+
+    def send_claimed(self, rows: list[tuple[int, OutgoingRecord]]) -> None:
+        self.sent.extend(rows)
+
+
+def test_events_added_together_are_handed_over_with_their_own_row_ids(
+    db: Database, names: TopicNames
+) -> None:
+    """`add_all` writes many events with one statement; each row id handed to the relay is
+    the id of that record's row, in the order added (else the relay marks the wrong rows)."""
+    outbox = outbox_of(names)
+    relay = RecordingRelay()
+    outbox.relay = cast(OutboxRelay, relay)
+    envelopes = [status(f"t{i}") for i in range(7)]
+    session = db.sessions()
+    try:
+        outbox.add_all(session, envelopes)
+        outbox.commit(session)
+    finally:
+        session.close()
+    table = outbox.table
+    with db.session() as session:
+        stored: dict[int, bytes] = dict(
+            (row.id, row.value) for row in session.execute(sa.select(table.c.id, table.c.value))
+        )
+    assert [row_id for row_id, _ in relay.sent] == relay.claimed and len(stored) == 7
+    assert {row_id: record.value for row_id, record in relay.sent} == stored
+    topic = names.topic("task.status")
+    assert [record.value for _, record in relay.sent] == [
+        OutgoingRecord.of(topic, e).value for e in envelopes
+    ]

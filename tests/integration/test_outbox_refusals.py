@@ -82,7 +82,7 @@ def test_a_record_too_large_is_refused_before_it_enters_the_outbox(
     outbox = outbox_of(names)
     huge = OutgoingRecord(names.topic("task.status"), b"k", b"x" * 1_000_000, [])
     with pytest.raises(RecordTooLarge) as refused, tracking_db.session() as session:
-        outbox.add_record(session, huge)
+        outbox.add_records(session, [huge])
     assert refused.value.size > refused.value.limit
     with tracking_db.session() as session:
         assert session.execute(sa.select(sa.func.count()).select_from(outbox.table)).scalar() == 0
@@ -101,7 +101,9 @@ def test_the_relay_sets_refused_rows_aside_and_keeps_later_rows_flowing(
     noise = base64.b64encode(os.urandom(6000))  # incompressible: over the topic's 1 KiB
     with tracking_db.session() as session:
         outbox.add(session, new_event(status("before"), source="test", subject="before"))
-        outbox.add_record(session, OutgoingRecord(small_topic, b"k", noise, [("ce_taskid", b"t1")]))
+        outbox.add_records(
+            session, [OutgoingRecord(small_topic, b"k", noise, [("ce_taskid", b"t1")])]
+        )
         # A row written by older code, over today's limit: set aside without producing it.
         session.execute(
             sa.insert(outbox.table).values(
@@ -113,7 +115,7 @@ def test_the_relay_sets_refused_rows_aside_and_keeps_later_rows_flowing(
             )
         )
         undeclared = OutgoingRecord(names.topic("no.such.topic"), b"k", b"{}", [])
-        outbox.add_record(session, undeclared)
+        outbox.add_records(session, [undeclared])
         for i in range(3):
             outbox.add(
                 session, new_event(status(f"after-{i}"), source="test", subject=f"after-{i}")

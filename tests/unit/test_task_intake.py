@@ -65,8 +65,19 @@ def test_waiting_requests_are_recorded_in_one_transaction(gw: InProcessGateway) 
     hub = RecordingHub()
     intake = TaskIntake(gw.db, gw.outbox, hub)
     commits = _commits(gw)
+    inserts: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement.split()[2].strip('"'))
+
+    sa.event.listen(gw.db.engine, "before_cursor_execute", record)
     results = _issue_queued(intake, [("ml.train", {})] * 5)
+    sa.event.remove(gw.db.engine, "before_cursor_execute", record)
     assert commits[0] == 1
+    # The five rows of `tasks` in one statement. The outbox's take one each on SQLite: their
+    # ids must come back in order, which SQLite's RETURNING does not promise for many rows.
+    assert inserts.count("tasks") == 1 and inserts.count("outbox") == 5
     assert all(isinstance(r, Task) for r in results)
     ids = {r.id for r in results}
     with gw.db.session() as session:
