@@ -1,21 +1,28 @@
 """How close to its due time a retry runs, for 1 s, 5 s and 60 s retry delays, through the
-real processes and contracts only: a sandbox that fails every Meta call (transient), the sync
-worker on the service's default tiers, `metrics.refresh` commands asking for the delay in
-their own `retry_delay` option, and `task.status` telling when attempt 2 started."""
+real processes and contracts only: a sandbox that fails every Meta call (transient), the
+publisher on the service's default tiers, `campaign.publish` commands (each of its own
+campaign, so its own key) asking for the delay in their own `retry_delay` option, and
+`task.status` telling when attempt 2 started.
+
+Each task has its own key on purpose. Records of one key run one at a time (KEY ordering):
+with one key for all 100 tasks (say `metrics.refresh` of one platform), the retries falling
+due together queue behind each other's handlers, and the figure measures that queue rather
+than when the retry became due."""
 
 from __future__ import annotations
 
 import json
 import math
-import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
+from decimal import Decimal
 
 from bench import adflux_stack
+from bench.publisher_throughput import JOB
 from bench.report import Figure, Section, percentile
 from bench.status_watch import StatusWatch
 from shared.envelope import new_event
-from shared.events import CampaignPublished, MetricsRefreshRequested, TaskOptions
+from shared.events import PublishRequested, TaskOptions
 from shared.producer import EventProducer
 
 DELAYS = {1.0: 40, 5.0: 40, 60.0: 20}  # retry delay (s) -> tasks
@@ -49,28 +56,37 @@ def _lateness(watch: StatusWatch, task_id: str, delay: float) -> tuple[float, bo
     return (ran - min(declared, latest_due)) / delay * 100, early
 
 
-def _command(delay: float) -> tuple[str, MetricsRefreshRequested]:
+def _command(delay: float) -> tuple[str, PublishRequested]:
     options = TaskOptions(retry_delay=delay, max_retries=1)
-    return f"retry-{delay:g}s-{uuid.uuid4().hex[:8]}", MetricsRefreshRequested(
-        platform="meta", options=options
+    campaign_id = str(uuid.uuid4())
+    return f"retry-{delay:g}s-{campaign_id[:8]}", PublishRequested(
+        campaign_id=campaign_id,
+        platform="meta",
+        name=f"Retry {delay:g} s",
+        daily_budget=Decimal("10.00"),
+        currency="EUR",
+        job=JOB,
+        options=options,
     )
 
 
 def run(bootstrap: str, database_url: str) -> Section:
     env = {"ADFLUX_SANDBOX_FAULTS": json.dumps(FAULTS)}
-    services = ("sandbox", "sync")
+    services = ("sandbox", "publisher")
     with adflux_stack.running(services, bootstrap, database_url, **env) as stack:
         producer = EventProducer(bootstrap, "bench")
         watch = StatusWatch(bootstrap, f"{stack.prefix}task.status")
         try:
-            _known_campaign(stack.prefix, producer, watch)
             tasks: dict[float, list[str]] = {delay: [] for delay in DELAYS}
-            topic = f"{stack.prefix}metrics.refresh_requested"
+            topic = f"{stack.prefix}campaign.publish_requested"
             for delay, count in DELAYS.items():
                 for _ in range(count):
                     task_id, command = _command(delay)
                     producer.send(
-                        topic, new_event(command, source="bench", subject=task_id, taskid=task_id)
+                        topic,
+                        new_event(
+                            command, source="bench", subject=command.campaign_id, taskid=task_id
+                        ),
                     )
                     tasks[delay].append(task_id)
             every = [t for ids in tasks.values() for t in ids]
@@ -83,6 +99,8 @@ def run(bootstrap: str, database_url: str) -> Section:
     figures: list[Figure] = []
     notes = [
         "retry tiers: the services' default; each task asks for its delay with retry_delay",
+        "each task publishes its own campaign (its own key): retries due together run in "
+        "parallel lanes instead of queueing behind one key's handlers",
         "lateness: attempt 2 STARTED minus its due time (RETRY's next_attempt_at, capped at"
         f" failure + delay * {1 + JITTER:g}), as % of the delay",
     ]
@@ -99,33 +117,3 @@ def run(bootstrap: str, database_url: str) -> Section:
             f" {2 * max(DELAYS) + GRACE:g} s (inf); {sum(1 for _p, e in measured if e)} early"
         )
     return Section("retry due-time accuracy (lateness as % of the delay)", figures, notes)
-
-
-def _known_campaign(prefix: str, producer: EventProducer, watch: StatusWatch) -> None:
-    """Give sync one published Meta campaign (so `metrics.refresh` calls the failing
-    sandbox), and wait until a probe refresh fails because of it."""
-    fact = CampaignPublished(
-        campaign_id=f"bench-{uuid.uuid4().hex[:8]}",
-        platform="meta",
-        external_ids={"campaign": "120000000000001"},
-        published_at=datetime.now(UTC),
-    )
-    producer.send(
-        f"{prefix}campaign.published", new_event(fact, source="bench", subject=fact.campaign_id)
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        task_id = f"probe-{uuid.uuid4().hex[:8]}"
-        probe = MetricsRefreshRequested(platform="meta", options=TaskOptions(max_retries=0))
-        producer.send(
-            f"{prefix}metrics.refresh_requested",
-            new_event(probe, source="bench", subject=task_id, taskid=task_id),
-        )
-
-        def ended(t: str) -> bool:
-            return any(watch.first(t, s) for s in ("SUCCESS", "FAILURE"))
-
-        watch.wait([task_id], ended, 30)
-        if watch.first(task_id, "FAILURE"):
-            return
-    raise TimeoutError("sync never saw the published campaign")

@@ -156,6 +156,7 @@ def provision_topics(
             if wanted:
                 futures = admin.create_topics(wanted, operation_timeout=timeout)
                 created += _created(futures, timeout)
+                _await_leaders(admin, {t.topic: t.num_partitions for t in wanted}, deadline)
             break
         except KafkaException as exc:
             if time.monotonic() > deadline:
@@ -165,6 +166,28 @@ def provision_topics(
     if created:
         log.info("created %d topics", len(created))
     return created
+
+
+def _await_leaders(admin: AdminClient, wanted: dict[str, int], deadline: float) -> None:
+    """Wait until the broker's metadata shows each new topic with a leader for every
+    partition. A consumer that subscribes before that sees some of its topics missing, and
+    their appearance later makes its group rebalance, with nothing fetched meanwhile."""
+    while True:
+        topics = admin.list_topics(timeout=5).topics
+        missing = [
+            name
+            for name, partitions in wanted.items()
+            if name not in topics
+            or topics[name].error is not None
+            or len(topics[name].partitions) < partitions
+            or any(p.leader < 0 for p in topics[name].partitions.values())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            log.warning("%d new topics still without leaders, e.g. %s", len(missing), missing[0])
+            return
+        time.sleep(0.05)
 
 
 def _created(futures: dict[str, Any], timeout: float) -> list[str]:
