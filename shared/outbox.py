@@ -171,50 +171,24 @@ class Outbox:
         """Add many events with one executemany (bulk intake); RecordTooLarge, and nothing
         added, when any of them is over the limit."""
         records = [OutgoingRecord.of(self.names.topic(e.type), e) for e in envelopes]
-        for record in records:
-            if (size := record_size(record)) > self.max_record_bytes:
-                raise RecordTooLarge(size, self.max_record_bytes)
-        if not records:
-            return
-        now = datetime.now(UTC)
-        session.execute(
-            sa.insert(self.table),
-            [
-                {
-                    "topic": r.topic,
-                    "key": r.key,
-                    "value": r.value,
-                    "headers": [[k, v.decode("latin-1")] for k, v in r.headers],
-                    "created_at": now,
-                }
-                for r in records
-            ],
-        )
+        self._check_sizes(records)
+        if records:
+            session.execute(sa.insert(self.table), _rows(records))
 
     def add_records(self, session: Session, records: Sequence[OutgoingRecord]) -> None:
         """Add already-encoded records (a dead letter being replayed) that `commit` hands to
         the relay, in one statement; RecordTooLarge, and nothing added, when any of them is
         over what the broker takes."""
+        self._check_sizes(records)
+        if not records:
+            return
+        ids: Iterable[int] = session.execute(self._insert, _rows(records)).scalars()
+        session.info.setdefault(_ADDED, []).extend(zip(ids, records, strict=True))
+
+    def _check_sizes(self, records: Sequence[OutgoingRecord]) -> None:
         for record in records:
             if (size := record_size(record)) > self.max_record_bytes:
                 raise RecordTooLarge(size, self.max_record_bytes)
-        if not records:
-            return
-        now = datetime.now(UTC)
-        ids: Iterable[int] = session.execute(
-            self._insert,
-            [
-                {
-                    "topic": record.topic,
-                    "key": record.key,
-                    "value": record.value,
-                    "headers": [[k, v.decode("latin-1")] for k, v in record.headers],
-                    "created_at": now,
-                }
-                for record in records
-            ],
-        ).scalars()
-        session.info.setdefault(_ADDED, []).extend(zip(ids, records, strict=True))
 
     def commit(self, session: Session) -> None:
         """Commit the caller's transaction and hand the rows it added straight to the relay
@@ -472,6 +446,21 @@ class OutboxRelay(BackgroundLoop):
 
     def _wake(self) -> None:
         self.outbox.notify()
+
+
+def _rows(records: Sequence[OutgoingRecord]) -> list[dict[str, Any]]:
+    """The outbox rows of records added now."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "topic": record.topic,
+            "key": record.key,
+            "value": record.value,
+            "headers": [[k, v.decode("latin-1")] for k, v in record.headers],
+            "created_at": now,
+        }
+        for record in records
+    ]
 
 
 def _record(row: Any) -> OutgoingRecord:

@@ -636,7 +636,11 @@ def test_undelivered_outputs_are_redone_not_lost(
         rt.stop()
 
 
-def revocation_listener(bus: Bus, registry: RevocationRegistry) -> ConsumerRuntime:
+def revocation_listener(
+    bus: Bus,
+    registry: RevocationRegistry,
+    handler: Callable[[Envelope, TaskRevoked, HandlerContext], None] | None = None,
+) -> ConsumerRuntime:
     listener = ConsumerRuntime(
         service="test",
         group=bus.names.group("test.revocations"),
@@ -647,7 +651,7 @@ def revocation_listener(bus: Bus, registry: RevocationRegistry) -> ConsumerRunti
         broadcast=True,
         on_caught_up=registry.caught_up.set,
     )
-    listener.register(TaskRevoked, registry.handle)
+    listener.register(TaskRevoked, handler or registry.handle)
     return listener
 
 
@@ -661,16 +665,7 @@ def test_a_broadcast_listener_runs_its_handler_on_the_poll_thread(bus: Bus) -> N
         threads.append(threading.current_thread().name)
         registry.handle(envelope, revoked, ctx)
 
-    listener = ConsumerRuntime(
-        service="test",
-        group=bus.names.group("test.inline"),
-        bootstrap=bus.bootstrap,
-        consumer_factory=bus.consumer_factory,
-        names=bus.names,
-        producer=bus.producer,
-        broadcast=True,
-    )
-    listener.register(TaskRevoked, handle)
+    listener = revocation_listener(bus, registry, handle)
     listener.start()
     try:
         bus.send(revocation("gone"))

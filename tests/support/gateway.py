@@ -43,6 +43,17 @@ class NoProducer:
         pass
 
 
+class RecordingHub(TaskUpdateHub):
+    """A hub that keeps every update it is given instead of fanning it out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[dict[str, Any]] = []
+
+    def publish(self, update: dict[str, Any]) -> None:
+        self.updates.append(update)
+
+
 @dataclass
 class InProcessGateway:
     app: FastAPI

@@ -13,13 +13,13 @@ from typing import Any, cast
 import pytest
 import sqlalchemy as sa
 
-from services.gateway.live import LiveTasks, TaskUpdateHub, overlaid
+from services.gateway.live import LiveTasks, overlaid
 from services.gateway.models import Task
 from services.gateway.projections import project_task_status
 from shared.envelope import Envelope, new_event
 from shared.events import TaskState, TaskStatus
 from shared.runtime import HandlerContext
-from tests.support.gateway import InProcessGateway, in_process_gateway
+from tests.support.gateway import InProcessGateway, RecordingHub, in_process_gateway
 
 NO_CONTEXT = cast(HandlerContext, SimpleNamespace(session=None))
 
@@ -27,15 +27,6 @@ NO_CONTEXT = cast(HandlerContext, SimpleNamespace(session=None))
 @pytest.fixture
 def gw(tmp_path: Path) -> Iterator[InProcessGateway]:
     yield from in_process_gateway(tmp_path)
-
-
-class RecordingHub(TaskUpdateHub):
-    def __init__(self) -> None:
-        super().__init__()
-        self.updates: list[dict[str, Any]] = []
-
-    def publish(self, update: dict[str, Any]) -> None:
-        self.updates.append(update)
 
 
 def _status(

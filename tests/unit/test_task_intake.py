@@ -13,24 +13,14 @@ import sqlalchemy as sa
 
 from services.gateway.commands import CommandRejected
 from services.gateway.intake import IntakeStopped, TaskIntake
-from services.gateway.live import TaskUpdateHub
 from services.gateway.models import Task
 from shared.events import TaskOptions
-from tests.support.gateway import InProcessGateway, in_process_gateway
+from tests.support.gateway import InProcessGateway, RecordingHub, in_process_gateway
 
 
 @pytest.fixture
 def gw(tmp_path: Path) -> Iterator[InProcessGateway]:
     yield from in_process_gateway(tmp_path)
-
-
-class RecordingHub(TaskUpdateHub):
-    def __init__(self) -> None:
-        super().__init__()
-        self.updates: list[dict[str, Any]] = []
-
-    def publish(self, update: dict[str, Any]) -> None:
-        self.updates.append(update)
 
 
 def _issue_queued(intake: TaskIntake, requests: list[tuple[str, dict[str, Any]]]) -> list[Any]:
