@@ -5,40 +5,20 @@ SUCCESS for every one of them."""
 from __future__ import annotations
 
 import time
-import uuid
-from decimal import Decimal
-from typing import Literal
 
 from bench import adflux_stack
+from bench.publish_commands import publish_command
 from bench.report import Figure, Section
 from bench.status_watch import StatusWatch
-from shared.envelope import Envelope, new_event
-from shared.events import JobOpening, PublishRequested
+from shared.envelope import Envelope
 from shared.producer import EventProducer
 
 PUBLISHES, WARMUP = 600, 20
 TIMEOUT = 300.0
-JOB = JobOpening(
-    title="Nurse",
-    company="Hospital Central",
-    location="Madrid",
-    url="https://jobs.example.org/1",
-    description="ICU",
-)
 
 
 def _command(index: int) -> Envelope:
-    platform: Literal["meta", "google"] = "meta" if index % 2 else "google"
-    campaign_id = str(uuid.uuid4())
-    command = PublishRequested(
-        campaign_id=campaign_id,
-        platform=platform,
-        name=f"Bench {index}",
-        daily_budget=Decimal("10.00"),
-        currency="EUR",
-        job=JOB,
-    )
-    return new_event(command, source="bench", subject=campaign_id, taskid=str(uuid.uuid4()))
+    return publish_command("meta" if index % 2 else "google", f"Bench {index}")
 
 
 def run(bootstrap: str, database_url: str) -> Section:

@@ -15,14 +15,13 @@ import json
 import math
 import uuid
 from datetime import datetime
-from decimal import Decimal
 
 from bench import adflux_stack
-from bench.publisher_throughput import JOB
+from bench.publish_commands import publish_command
 from bench.report import Figure, Section, percentile
 from bench.status_watch import StatusWatch
-from shared.envelope import new_event
-from shared.events import PublishRequested, TaskOptions
+from shared.envelope import Envelope
+from shared.events import TaskOptions
 from shared.producer import EventProducer
 
 DELAYS = {1.0: 40, 5.0: 40, 60.0: 20}  # retry delay (s) -> tasks
@@ -56,18 +55,10 @@ def _lateness(watch: StatusWatch, task_id: str, delay: float) -> tuple[float, bo
     return (ran - min(declared, latest_due)) / delay * 100, early
 
 
-def _command(delay: float) -> tuple[str, PublishRequested]:
+def _command(delay: float) -> Envelope:
     options = TaskOptions(retry_delay=delay, max_retries=1)
-    campaign_id = str(uuid.uuid4())
-    return f"retry-{delay:g}s-{campaign_id[:8]}", PublishRequested(
-        campaign_id=campaign_id,
-        platform="meta",
-        name=f"Retry {delay:g} s",
-        daily_budget=Decimal("10.00"),
-        currency="EUR",
-        job=JOB,
-        options=options,
-    )
+    task_id = f"retry-{delay:g}s-{uuid.uuid4().hex[:8]}"
+    return publish_command("meta", f"Retry {delay:g} s", options, task_id)
 
 
 def run(bootstrap: str, database_url: str) -> Section:
@@ -81,14 +72,9 @@ def run(bootstrap: str, database_url: str) -> Section:
             topic = f"{stack.prefix}campaign.publish_requested"
             for delay, count in DELAYS.items():
                 for _ in range(count):
-                    task_id, command = _command(delay)
-                    producer.send(
-                        topic,
-                        new_event(
-                            command, source="bench", subject=command.campaign_id, taskid=task_id
-                        ),
-                    )
-                    tasks[delay].append(task_id)
+                    command = _command(delay)
+                    producer.send(topic, command)
+                    tasks[delay].append(str(command.taskid))
             every = [t for ids in tasks.values() for t in ids]
             watch.wait(
                 every, lambda t: watch.first(t, "FAILURE") is not None, 2 * max(DELAYS) + GRACE

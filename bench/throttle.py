@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from decimal import Decimal
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import adflux_stack
+from bench.publish_commands import publish_command
 from bench.report import Figure, Section
 from bench.status_watch import StatusWatch
-from shared.envelope import Envelope, new_event
-from shared.events import JobOpening, PublishRequested, TaskOptions
+from shared.envelope import Envelope
+from shared.events import TaskOptions
 from shared.producer import EventProducer
 
 WORKERS = 4
@@ -28,21 +27,10 @@ BEFORE, AFTER = 2.0, 4.0  # seconds of load around the block
 WARMUP = 2 * WORKERS
 TIMEOUT = 120.0
 ACCOUNT = "act_1000"
-JOB = JobOpening(title="Nurse", company="Hospital Central", url="https://jobs.example.org/1")
 
 
 def _command(index: int) -> Envelope:
-    campaign_id = str(uuid.uuid4())
-    command = PublishRequested(
-        campaign_id=campaign_id,
-        platform="meta",
-        name=f"Throttle bench {index}",
-        daily_budget=Decimal("10.00"),
-        currency="EUR",
-        job=JOB,
-        options=TaskOptions(retry_delay=1),
-    )
-    return new_event(command, source="bench", subject=campaign_id, taskid=str(uuid.uuid4()))
+    return publish_command("meta", f"Throttle bench {index}", TaskOptions(retry_delay=1))
 
 
 def _known_until(metrics_url: str) -> float:
