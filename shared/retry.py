@@ -128,12 +128,33 @@ def choose_tier(tiers: tuple[DelayTier, ...], wanted: float) -> DelayTier:
     return chosen
 
 
+def shortest_wait(tiers: tuple[DelayTier, ...], tier: DelayTier) -> float:
+    """The shortest delay a record of `tier` can have: its own delay, but 0 for the first tier,
+    which takes every delay shorter than itself (a jittered 1 s backoff, a countdown of 0.3 s)."""
+    return 0.0 if tier == tiers[0] else tier.delay
+
+
 def hold_window(tiers: tuple[DelayTier, ...], tier: DelayTier) -> float:
-    """How far ahead of its due time a tier consumer may hold a record in memory: the gap to
-    the next tier (records of one tier differ in wanted delay by less than that), so reading a
-    tier partition again at `due - window` never finds a later record already overdue."""
+    """How far ahead of its due time a tier consumer may hold a record in memory: the spread of
+    the delays that `choose_tier` puts in this tier (from `shortest_wait` up to the next tier),
+    so reading a tier partition again at `due - window` never finds a later record already
+    overdue. The last tier takes every longer delay: `resume_at` bounds its waits instead."""
     later = [t.delay for t in tiers if t.delay > tier.delay]
-    return (min(later) - tier.delay) if later else max(tier.delay, 1.0)
+    if later:
+        return min(later) - shortest_wait(tiers, tier)
+    return max(tier.delay, 1.0)
+
+
+def resume_at(tiers: tuple[DelayTier, ...], tier: DelayTier, due_ms: int, written_ms: int) -> int:
+    """When a tier partition paused at a record due at `due_ms`, written to the tier at
+    `written_ms`, must be read again (epoch ms): once the record is within the hold window, but
+    no later than the moment a record written after it may be due. A moment already past means
+    the record must not hold its partition back at all (a far ETA in the last tier): it moves
+    to the tier's tail instead."""
+    at = due_ms - int(hold_window(tiers, tier) * 1000)
+    if written_ms > 0:  # 0 or -1: the broker gave no timestamp
+        at = min(at, written_ms + int(shortest_wait(tiers, tier) * 1000))
+    return at
 
 
 def decide(

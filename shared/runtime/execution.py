@@ -64,10 +64,12 @@ class Finished:
 
 @dataclass(frozen=True)
 class Redo:
-    """A record's outputs were not delivered: run it again, not before `not_before`."""
+    """A record's outputs were not delivered: run it again, not before `not_before`. A tier
+    record whose move to its tier's tail failed (`move_to_due`) is moved again, not run."""
 
     record: ConsumedRecord
     not_before: float
+    move_to_due: int | None = None
 
 
 class _NotGroupable(Exception):

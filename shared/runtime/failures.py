@@ -123,6 +123,14 @@ class FailureRouter:
         topic = self.names.retry(self.names.logical(msg.topic), tier)
         return OutgoingRecord(topic, msg.key, msg.value, headers)
 
+    def moved(self, msg: ConsumedRecord, due_ms: int) -> OutgoingRecord:
+        """A tier record again, unchanged (its due time too), for the tail of the tier that
+        fits what is left of its wait."""
+        left = max(0.0, (due_ms - rules.now_ms()) / 1000)
+        tier = rules.choose_tier(self.names.tiers, left)
+        topic = self.names.retry(self.names.logical(msg.topic), tier)
+        return OutgoingRecord(topic, msg.key, msg.value, list(msg.headers))
+
     def dead(self, msg: ConsumedRecord, exc: BaseException, reason: str) -> OutgoingRecord:
         raw_attempt = msg.header_map().get(rules.H_ATTEMPT, b"1")
         attempt = int(raw_attempt) if raw_attempt.isdigit() else 1

@@ -49,7 +49,7 @@ from shared.runtime.ports import ConsumerFactory, RecordConsumer, RecordProducer
 from shared.runtime.processed import ProcessedEventStore
 from shared.runtime.records import ConsumedRecord, KafkaMessage, TopicPartitionKey
 from shared.tasks import RevocationRegistry, TaskStatusReporter
-from shared.topics import TopicNames
+from shared.topics import DelayTier, TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -424,13 +424,7 @@ class ConsumerRuntime(BackgroundLoop):
                     continue
                 due = int(headers.get(rules.H_DUE_AT, b"0") or 0)
                 if due > now:
-                    window_ms = int(rules.hold_window(self.names.tiers, tier) * 1000)
-                    if due - now <= window_ms and len(self._held) < self.options.max_held:
-                        self._tracker.started(record.tp, record.offset)
-                        heapq.heappush(self._held, (due, next(self._seq), record))
-                        metrics.HELD_RECORDS.labels(self.service).set(len(self._held))
-                    else:
-                        self._pause_until(consumer, record, due - window_ms)
+                    if not self._wait_for_due(consumer, record, tier, due, now):
                         skipped.add(record.tp)
                     continue
                 if due:
@@ -438,6 +432,43 @@ class ConsumerRuntime(BackgroundLoop):
             self._tracker.started(record.tp, record.offset)
             ready.append(record)
         self._dispatch(ready)
+
+    def _wait_for_due(
+        self, consumer: RecordConsumer, record: ConsumedRecord, tier: DelayTier, due: int, now: int
+    ) -> bool:
+        """A tier record not due yet waits in memory when it is due within the tier's hold
+        window; else its partition pauses until records behind it may be due, or, when that
+        moment has passed (a far ETA in the last tier), it moves to the tier's tail. False when
+        the partition paused (the rest of the batch from it is dropped and read again)."""
+        tiers = self.names.tiers
+        if len(self._held) >= self.options.max_held:
+            self._pause_until(consumer, record, max(self._held[0][0], now + 1))  # a slot frees
+            return False
+        if due - now <= int(rules.hold_window(tiers, tier) * 1000):
+            self._tracker.started(record.tp, record.offset)
+            heapq.heappush(self._held, (due, next(self._seq), record))
+            metrics.HELD_RECORDS.labels(self.service).set(len(self._held))
+            return True
+        resume = rules.resume_at(tiers, tier, due, record.timestamp_ms)
+        if resume > now:
+            self._pause_until(consumer, record, resume)
+            return False
+        self._tracker.started(record.tp, record.offset)
+        self._move(record, due)
+        return True
+
+    def _move(self, record: ConsumedRecord, due: int) -> None:
+        """Write the record again, due time unchanged, at the tail of the tier that fits what
+        is left of its wait; its offset is done once the copy is acknowledged."""
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                self._events.put(Finished(record.tp, record.offset, None))
+            else:
+                log.warning("moving a record of %s failed: %s; trying again", record.topic, error)
+                self._events.put(Redo(record, time.monotonic() + 1.0, move_to_due=due))
+
+        self.producer.send_async([self.failures.moved(record, due)], done)
 
     def _dispatch(self, records: list[ConsumedRecord]) -> None:
         if not records:
@@ -520,7 +551,11 @@ class ConsumerRuntime(BackgroundLoop):
             again = [r for r in self._redo if r.not_before <= mono]
             self._redo = [r for r in self._redo if r.not_before > mono]
             for redo in again:
-                if self._tracker.is_pending(redo.record.tp, redo.record.offset):
+                if not self._tracker.is_pending(redo.record.tp, redo.record.offset):
+                    continue
+                if redo.move_to_due is not None:
+                    self._move(redo.record, redo.move_to_due)
+                else:
                     self._submit(redo.record, None)
 
     def _pause_until(self, consumer: RecordConsumer, record: ConsumedRecord, at_ms: int) -> None:

@@ -25,7 +25,7 @@ from shared.envelope import Envelope, new_event
 from shared.events import TaskOptions, TaskRevoked, TaskState, TaskStatus, TrainingRequested
 from shared.logging import JsonFormatter
 from shared.producer import OutgoingRecord
-from shared.retry import PermanentError, RetryableError
+from shared.retry import H_DUE_AT, PermanentError, RetryableError
 from shared.runtime import (
     ConsumedRecord,
     ConsumerRuntime,
@@ -592,6 +592,28 @@ def test_a_paused_tier_partition_is_resumed_after_a_rebalance_gives_it_back(
     seen = wait_state(bus, "task-parked", "SUCCESS", timeout=40)
     assert seen[-1].state is TaskState.SUCCESS
     assert handler.calls["parked"][0][0] >= eta.timestamp() - 0.05
+
+
+def test_a_far_eta_in_the_last_tier_does_not_hold_back_a_nearer_one(
+    runtime: ConsumerRuntime, bus: Bus, handler: ScriptedHandler
+) -> None:
+    """The last tier takes every long wait, so its records are not due in the order they were
+    written: one due far ahead must not keep the partition paused past the due time of those
+    behind it. It moves to the tier's tail, due time unchanged, and the nearer one runs on
+    time."""
+    now = datetime.now(UTC)
+    far, near = now + timedelta(seconds=40), now + timedelta(seconds=12)
+    bus.send(command("far", eta=far))
+    wait_state(bus, "task-far", "SCHEDULED", timeout=10)
+    bus.send(command("near", eta=near))  # both in the last tier (10 s), one partition
+    wait_state(bus, "task-near", "SUCCESS", timeout=30)
+    started_at = handler.calls["near"][0][0]
+    assert near.timestamp() - 0.05 <= started_at <= near.timestamp() + 1.2  # <= 10 % late
+    assert "far" not in handler.calls
+    last = bus.names.retry(COMMANDS, bus.names.tiers[-1])
+    copies = [r for r in bus.records(last) if r.header_map().get("ce_taskid") == b"task-far"]
+    assert len(copies) >= 2  # moved at least once
+    assert len({r.header_map()[H_DUE_AT] for r in copies}) == 1  # never due earlier
 
 
 def test_a_database_outage_is_tried_in_place_then_deferred_and_other_keys_go_on(

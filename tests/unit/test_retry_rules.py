@@ -17,8 +17,9 @@ from shared.retry import (
     decide,
     hold_window,
     is_transient,
+    resume_at,
 )
-from shared.topics import parse_tiers
+from shared.topics import DelayTier, parse_tiers
 
 TIERS = parse_tiers("1s:1,5s:5,15s:15,1m:60,5m:300,15m:900,1h:3600")
 
@@ -42,17 +43,33 @@ def test_largest_tier_not_longer_than_the_wanted_delay(wanted: float, tier: str)
     assert choose_tier(TIERS, wanted).name == tier
 
 
-@pytest.mark.parametrize("wanted", [1, 3.3, 5, 14, 64, 299, 301, 899, 3599])
-def test_records_of_one_tier_are_due_within_its_hold_window(wanted: float) -> None:
-    """Two records in one tier differ in wanted delay by less than the tier's hold window, so
-    the runtime can read a tier at `due - window` without finding a later record overdue."""
-    tier = choose_tier(TIERS, wanted)
-    same_tier = [
-        w
-        for w in (0.5, 1, 2, 4.99, 5, 10, 14.9, 15, 59, 60, 299, 300, 899, 900, 3599)
-        if choose_tier(TIERS, w) == tier
-    ]
-    assert all(abs(w - wanted) < hold_window(TIERS, tier) for w in same_tier)
+CANDIDATES = (0, 0.3, 0.75, 1, 2, 4.99, 5, 10, 14.9, 15, 59, 60, 299, 300, 899, 900, 3599)
+
+
+@pytest.mark.parametrize("tier", TIERS[:-1], ids=lambda t: t.name)
+def test_any_two_delays_of_one_tier_differ_by_less_than_its_hold_window(tier: DelayTier) -> None:
+    """Any two records of one tier differ in delay by less than the tier's hold window, so
+    the runtime can read a tier at `due - window` without finding a later record overdue. The
+    first tier also takes delays shorter than its own (a jittered 1 s backoff is 0.75 s)."""
+    same_tier = [w for w in CANDIDATES if choose_tier(TIERS, w) == tier]
+    assert len(same_tier) >= 2
+    spread = max(same_tier) - min(same_tier)
+    assert spread < hold_window(TIERS, tier)
+
+
+def test_a_paused_tier_is_read_again_before_a_record_written_after_the_pause_is_due() -> None:
+    written, second = 1_000_000, 1000
+    for tier in TIERS[:-1]:  # due - window comes first: the record is then within the window
+        wanted = min(w for w in CANDIDATES if choose_tier(TIERS, w) == tier)
+        longest = max(w for w in CANDIDATES if choose_tier(TIERS, w) == tier)
+        due = written + int(longest * second)
+        at = resume_at(TIERS, tier, due, written)
+        assert at == due - int(hold_window(TIERS, tier) * second)
+        assert at <= written + int(wanted * second)  # a later, shorter record is not overdue
+    last = TIERS[-1]
+    day = written + 86_400 * second  # an ETA a day ahead, in the last tier
+    assert resume_at(TIERS, last, day, written) == written + 3600 * second
+    assert resume_at(TIERS, last, day, -1) == day - 3600 * second  # no timestamp
 
 
 def test_backoff_grows_per_attempt_within_jitter() -> None:
