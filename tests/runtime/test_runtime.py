@@ -616,6 +616,35 @@ def test_a_far_eta_in_the_last_tier_does_not_hold_back_a_nearer_one(
     assert len({r.header_map()[H_DUE_AT] for r in copies}) == 1  # never due earlier
 
 
+def test_a_full_hold_pauses_until_the_earliest_held_record_is_due(
+    bus: Bus, db: Database, handler: ScriptedHandler, revocations: RevocationRegistry
+) -> None:
+    """With no room to hold another record, the partition waits for the first held one to
+    come due (a slot frees then), instead of pausing and resuming in a loop until then."""
+    rt = make_runtime(bus, db, handler, revocations, max_held=1)
+    pauses: list[int] = []
+    pause_until = rt._pause_until
+
+    def counted(consumer: Any, record: Any, at_ms: int) -> None:
+        pauses.append(at_ms)
+        pause_until(consumer, record, at_ms)
+
+    rt._pause_until = counted  # type: ignore[method-assign]
+    rt.start()
+    try:
+        assert rt.assigned.wait(30)
+        eta = datetime.now(UTC) + timedelta(seconds=2)
+        bus.send(command("first", eta=eta))
+        bus.send(command("second", eta=eta))
+        for subject in ("first", "second"):
+            wait_state(bus, f"task-{subject}", "SUCCESS", timeout=20)
+            started_at = handler.calls[subject][0][0]
+            assert eta.timestamp() - 0.05 <= started_at <= eta.timestamp() + 0.3
+        assert len(pauses) <= 3
+    finally:
+        rt.stop()
+
+
 def test_a_database_outage_is_tried_in_place_then_deferred_and_other_keys_go_on(
     bus: Bus, db: Database, handler: ScriptedHandler, revocations: RevocationRegistry
 ) -> None:
