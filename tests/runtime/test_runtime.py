@@ -639,7 +639,8 @@ def test_a_full_hold_pauses_until_the_earliest_held_record_is_due(
         for subject in ("first", "second"):
             wait_state(bus, f"task-{subject}", "SUCCESS", timeout=20)
             started_at = handler.calls[subject][0][0]
-            assert eta.timestamp() - 0.05 <= started_at <= eta.timestamp() + 0.3
+            # within 25 % of the 2 s wait: the second is read again after the resume
+            assert eta.timestamp() - 0.05 <= started_at <= eta.timestamp() + 0.5
         assert len(pauses) <= 3
     finally:
         rt.stop()
