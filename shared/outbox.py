@@ -69,6 +69,8 @@ REFUSAL_CODES = frozenset(
 _CODE = re.compile(r"code=(\w+)")
 # Session.info key: the rows this transaction added, for `Outbox.commit`.
 _ADDED = "adflux_outbox_added"
+# An inserted outbox row: its id and its record.
+AddedRow = tuple[int, OutgoingRecord]
 
 
 @sa.event.listens_for(Session, "after_soft_rollback")
@@ -159,18 +161,16 @@ class Outbox:
         self.relay: OutboxRelay | None = None  # set by the relay that drains this outbox
 
     def add(self, session: Session, envelope: Envelope) -> None:
-        self.add_records(session, [OutgoingRecord.of(self.names.topic(envelope.type), envelope)])
+        self.add_records(session, self.encode([envelope]))
 
-    def add_all(self, session: Session, envelopes: Sequence[Envelope]) -> None:
-        """Add events that leave at commit, like `add`, with one statement for all of them."""
-        self.add_records(
-            session, [OutgoingRecord.of(self.names.topic(e.type), e) for e in envelopes]
-        )
+    def encode(self, envelopes: Sequence[Envelope]) -> list[OutgoingRecord]:
+        """The records of events, each for its type's topic."""
+        return [OutgoingRecord.of(self.names.topic(e.type), e) for e in envelopes]
 
     def add_many(self, session: Session, envelopes: Sequence[Envelope]) -> None:
         """Add many events with one executemany (bulk intake); RecordTooLarge, and nothing
         added, when any of them is over the limit."""
-        records = [OutgoingRecord.of(self.names.topic(e.type), e) for e in envelopes]
+        records = self.encode(envelopes)
         self._check_sizes(records)
         if records:
             session.execute(sa.insert(self.table), _rows(records))
@@ -179,11 +179,23 @@ class Outbox:
         """Add already-encoded records (a dead letter being replayed) that `commit` hands to
         the relay, in one statement; RecordTooLarge, and nothing added, when any of them is
         over what the broker takes."""
+        self.track(session, self.insert(session, records))
+
+    def track(self, session: Session, added: Sequence[AddedRow]) -> None:
+        """Note rows inserted in the session's transaction, for `commit` to hand over."""
+        session.info.setdefault(_ADDED, []).extend(added)
+
+    def insert(
+        self, executor: sa.Connection | Session, records: Sequence[OutgoingRecord]
+    ) -> list[AddedRow]:
+        """Insert records in the caller's transaction on a session or a bare connection, in
+        one statement, and return the rows for `hand_over`; RecordTooLarge, and nothing
+        inserted, when any of them is over what the broker takes."""
         self._check_sizes(records)
         if not records:
-            return
-        ids: Iterable[int] = session.execute(self._insert, _rows(records)).scalars()
-        session.info.setdefault(_ADDED, []).extend(zip(ids, records, strict=True))
+            return []
+        ids: Iterable[int] = executor.execute(self._insert, _rows(records)).scalars()
+        return list(zip(ids, records, strict=True))
 
     def _check_sizes(self, records: Sequence[OutgoingRecord]) -> None:
         for record in records:
@@ -193,16 +205,20 @@ class Outbox:
     def commit(self, session: Session) -> None:
         """Commit the caller's transaction and hand the rows it added straight to the relay
         (claimed before the commit, so no pass of the relay sends them too)."""
-        added: list[tuple[int, OutgoingRecord]] = session.info.pop(_ADDED, [])
+        self.hand_over(session.commit, session.info.pop(_ADDED, []))
+
+    def hand_over(self, commit: Callable[[], None], added: Sequence[AddedRow]) -> None:
+        """Run `commit`, the transaction that inserted `added`, and hand those rows straight
+        to the relay (claimed before the commit, so no pass of the relay sends them too)."""
         relay = self.relay
         if relay is None or not added:
-            session.commit()
+            commit()
             self.notify()
             return
         ids = [row_id for row_id, _ in added]
         relay.claim(ids)
         try:
-            session.commit()
+            commit()
         except BaseException:
             relay.release(ids)
             raise
@@ -273,7 +289,7 @@ class OutboxRelay(BackgroundLoop):
             self._claimed.difference_update(ids)
         self.outbox.notify()
 
-    def send_claimed(self, rows: Sequence[tuple[int, OutgoingRecord]]) -> None:
+    def send_claimed(self, rows: Sequence[AddedRow]) -> None:
         """Produce committed, claimed rows now; acknowledged ones are marked sent by the next
         pass, the others released to it (at once when the producer's backlog shows the
         broker away: the committing thread never waits for the broker)."""

@@ -162,71 +162,8 @@ def _campaign_out(c: Campaign) -> CampaignOut:
     return CampaignOut.model_validate(c, from_attributes=True)
 
 
-# --- jobs and campaigns ---------------------------------------------------------------------
-@router.post("/jobs", status_code=201, dependencies=[Depends(require("jobs:write"))])
-def create_job(body: JobIn, session: DB) -> dict[str, str]:
-    job = Job(id=str(uuid.uuid4()), **body.model_dump(mode="json"))
-    session.add(job)
-    return {"id": job.id}
-
-
-@router.post("/campaigns", status_code=201, dependencies=[Depends(require("campaigns:write"))])
-def create_campaign(body: CampaignIn, session: DB) -> dict[str, str]:
-    if session.get(Job, body.job_id) is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"job_id: job {body.job_id} does not exist"
-        )
-    campaign = Campaign(id=str(uuid.uuid4()), status="draft", external_ids={}, **body.model_dump())
-    session.add(campaign)
-    return {"id": campaign.id, "status": campaign.status}
-
-
-@router.get("/campaigns", dependencies=[Depends(require("campaigns:read"))])
-def list_campaigns(
-    session: DB,
-    status_: Annotated[
-        str | None, Query(alias="status", min_length=1, max_length=16, pattern=r"^[a-z_]+$")
-    ] = None,
-    platform: Literal["meta", "google"] | None = None,
-    limit: Limit = 100,
-) -> list[CampaignOut]:
-    query = sa.select(Campaign).order_by(Campaign.created_at.desc()).limit(limit)
-    if status_:
-        query = query.where(Campaign.status == status_)
-    if platform:
-        query = query.where(Campaign.platform == platform)
-    return [_campaign_out(c) for c in session.scalars(query)]
-
-
-@router.get("/campaigns/{campaign_id}", dependencies=[Depends(require("campaigns:read"))])
-def get_campaign(campaign_id: IdPath, session: DB) -> CampaignOut:
-    campaign = get_or_404(session, Campaign, campaign_id, "campaign")
-    return _campaign_out(campaign)
-
-
-@router.post(
-    "/campaigns/{campaign_id}/publish",
-    status_code=202,
-    dependencies=[Depends(require("campaigns:write"))],
-)
-def publish_campaign(
-    campaign_id: IdPath,
-    session: DB,
-    outbox: OutboxDep,
-    request: Request,
-    body: PublishIn | None = None,
-) -> dict[str, str]:
-    campaign = get_or_404(session, Campaign, campaign_id, "campaign", lock=True)
-    options = _options(body or PublishIn())
-    try:
-        task = start_publish(session, outbox, campaign, options)
-    except CommandRejected as exc:
-        raise refusal(exc) from exc
-    committed(session, request, task)
-    return {"task_id": task.id}
-
-
-# --- tasks ------------------------------------------------------------------------------------
+# --- tasks (first: routes are matched in the order they are declared, and these are the
+# hottest, polled by every client waiting on a task) -----------------------------------------
 TaskWriter = Annotated[frozenset[str], Depends(require("tasks:write"))]
 
 
@@ -364,6 +301,70 @@ async def task_stream(websocket: WebSocket) -> None:
         pass
     finally:
         hub.unsubscribe(queue)
+
+
+# --- jobs and campaigns ---------------------------------------------------------------------
+@router.post("/jobs", status_code=201, dependencies=[Depends(require("jobs:write"))])
+def create_job(body: JobIn, session: DB) -> dict[str, str]:
+    job = Job(id=str(uuid.uuid4()), **body.model_dump(mode="json"))
+    session.add(job)
+    return {"id": job.id}
+
+
+@router.post("/campaigns", status_code=201, dependencies=[Depends(require("campaigns:write"))])
+def create_campaign(body: CampaignIn, session: DB) -> dict[str, str]:
+    if session.get(Job, body.job_id) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"job_id: job {body.job_id} does not exist"
+        )
+    campaign = Campaign(id=str(uuid.uuid4()), status="draft", external_ids={}, **body.model_dump())
+    session.add(campaign)
+    return {"id": campaign.id, "status": campaign.status}
+
+
+@router.get("/campaigns", dependencies=[Depends(require("campaigns:read"))])
+def list_campaigns(
+    session: DB,
+    status_: Annotated[
+        str | None, Query(alias="status", min_length=1, max_length=16, pattern=r"^[a-z_]+$")
+    ] = None,
+    platform: Literal["meta", "google"] | None = None,
+    limit: Limit = 100,
+) -> list[CampaignOut]:
+    query = sa.select(Campaign).order_by(Campaign.created_at.desc()).limit(limit)
+    if status_:
+        query = query.where(Campaign.status == status_)
+    if platform:
+        query = query.where(Campaign.platform == platform)
+    return [_campaign_out(c) for c in session.scalars(query)]
+
+
+@router.get("/campaigns/{campaign_id}", dependencies=[Depends(require("campaigns:read"))])
+def get_campaign(campaign_id: IdPath, session: DB) -> CampaignOut:
+    campaign = get_or_404(session, Campaign, campaign_id, "campaign")
+    return _campaign_out(campaign)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/publish",
+    status_code=202,
+    dependencies=[Depends(require("campaigns:write"))],
+)
+def publish_campaign(
+    campaign_id: IdPath,
+    session: DB,
+    outbox: OutboxDep,
+    request: Request,
+    body: PublishIn | None = None,
+) -> dict[str, str]:
+    campaign = get_or_404(session, Campaign, campaign_id, "campaign", lock=True)
+    options = _options(body or PublishIn())
+    try:
+        task = start_publish(session, outbox, campaign, options)
+    except CommandRejected as exc:
+        raise refusal(exc) from exc
+    committed(session, request, task)
+    return {"task_id": task.id}
 
 
 # --- dead letters -----------------------------------------------------------------------------

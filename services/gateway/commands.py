@@ -27,7 +27,7 @@ from shared.events import (
     TaskRevoked,
     TaskState,
 )
-from shared.outbox import Outbox, RecordTooLarge, RefusedRow
+from shared.outbox import AddedRow, Outbox, RecordTooLarge, RefusedRow
 
 SOURCE = "gateway"
 
@@ -161,9 +161,26 @@ def issue_task(
     return record_tasks(session, outbox, [prepared])[0]
 
 
-def issue_tasks(session: Session, outbox: Outbox, requests: Sequence[TaskRequest]) -> list[Task]:
-    """Record many tasks in the caller's transaction, in order: the rows and commands of all
-    but `campaign.publish` (which locks its campaign) with one statement each."""
+def issue_tasks(
+    connection: sa.Connection, outbox: Outbox, requests: Sequence[TaskRequest]
+) -> list[Task]:
+    """Record many tasks in one transaction on `connection`, in order, commit it and hand
+    their commands to the relay. Without a `campaign.publish` (which locks its campaign
+    through the ORM), the rows and the commands go in one statement each on the bare
+    connection: the path of every `POST /tasks`, with no ORM session to build."""
+    if any(request.name == "campaign.publish" for request in requests):
+        with Session(bind=connection, expire_on_commit=False) as session:
+            tasks = _issue_in_session(session, outbox, requests)
+            outbox.commit(session)
+        return tasks
+    prepared = [prepare_task(r.name, r.args, r.kwargs, r.options) for r in requests]
+    outbox.hand_over(connection.commit, insert_tasks(connection, outbox, prepared))
+    return [Task(**p.row) for p in prepared]
+
+
+def _issue_in_session(
+    session: Session, outbox: Outbox, requests: Sequence[TaskRequest]
+) -> list[Task]:
     tasks: list[Task | None] = [None] * len(requests)
     prepared: list[tuple[int, PreparedTask]] = []
     for index, request in enumerate(requests):
@@ -224,18 +241,27 @@ def prepare_task(
 
 
 def record_tasks(session: Session, outbox: Outbox, prepared: Sequence[PreparedTask]) -> list[Task]:
-    """Write prepared tasks and their commands: one INSERT of all rows and one of all
-    commands (Core, not the ORM's unit of work: every POST /tasks runs it). The caller gets
-    the rows as detached Tasks."""
+    """Write prepared tasks and their commands in the session's transaction (its
+    `Outbox.commit` hands the commands to the relay); the caller gets the rows as detached
+    Tasks."""
+    outbox.track(session, insert_tasks(session, outbox, prepared))
+    return [Task(**p.row) for p in prepared]
+
+
+def insert_tasks(
+    executor: sa.Connection | Session, outbox: Outbox, prepared: Sequence[PreparedTask]
+) -> list[AddedRow]:
+    """Insert prepared tasks and their commands: one INSERT of all rows and one of all
+    commands (Core, not the ORM's unit of work); the outbox rows, for `Outbox.hand_over`."""
     if not prepared:
         return []
     try:
-        outbox.add_all(session, [p.envelope for p in prepared])
+        added = outbox.insert(executor, outbox.encode([p.envelope for p in prepared]))
     except RecordTooLarge as exc:
         names = " / ".join(sorted({p.row["name"] for p in prepared}))
         raise CommandTooLarge(f"the {names} command is too large: {exc}") from exc
-    session.execute(_INSERT_TASK, [p.row for p in prepared])
-    return [Task(**p.row) for p in prepared]
+    executor.execute(_INSERT_TASK, [p.row for p in prepared])
+    return added
 
 
 def _publish_by_name(

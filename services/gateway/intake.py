@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import logging
 import queue
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import sqlalchemy as sa
 
 from services.gateway.commands import TaskRequest, issue_tasks
 from services.gateway.live import TaskUpdateHub, task_update
@@ -69,6 +72,7 @@ class TaskIntake(BackgroundLoop):
         self.hub = hub
         self.max_group = max_group
         self._requests: queue.SimpleQueue[WaitingRequest | None] = queue.SimpleQueue()
+        self._held: sa.Connection | None = None  # SQLite's, see `_connection`
 
     async def issue(
         self,
@@ -104,6 +108,7 @@ class TaskIntake(BackgroundLoop):
                 if request is not None:
                     group.append(request)
             self._record(group)
+        self._close()
         while True:  # stopped: nothing more is recorded
             try:
                 left = self._requests.get_nowait()
@@ -127,24 +132,35 @@ class TaskIntake(BackgroundLoop):
             request.settle(outcome)
 
     def _together(self, group: list[WaitingRequest]) -> list[Task]:
-        with self.db.sessions() as session:
-            try:
-                tasks = issue_tasks(session, self.outbox, [request.task for request in group])
-                self.outbox.commit(session)
-            except BaseException:
-                session.rollback()
-                raise
-        return tasks
+        with self._connection() as connection:
+            return issue_tasks(connection, self.outbox, [request.task for request in group])
 
     def _alone(self, request: WaitingRequest) -> Task | BaseException:
         try:
-            with self.db.sessions() as session:
-                try:
-                    (task,) = issue_tasks(session, self.outbox, [request.task])
-                    self.outbox.commit(session)
-                except BaseException:
-                    session.rollback()
-                    raise
+            with self._connection() as connection:
+                (task,) = issue_tasks(connection, self.outbox, [request.task])
             return task
         except Exception as exc:
             return exc
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """The connection a group is recorded on. SQLite's is kept open for the intake's
+        life (no pool checkout and reset per POST), and rolled back after a failure; a
+        server's is taken from the pool each time, which checks that it is still alive."""
+        if not self.db.is_sqlite:
+            with self.db.engine.connect() as connection:
+                yield connection
+            return
+        if self._held is None:
+            self._held = self.db.engine.connect()
+        try:
+            yield self._held
+        except BaseException:
+            self._held.rollback()
+            raise
+
+    def _close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None

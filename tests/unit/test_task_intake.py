@@ -100,3 +100,39 @@ def test_a_stopped_intake_refuses_requests(gw: InProcessGateway) -> None:
     intake.stop()
     with pytest.raises(IntakeStopped):
         asyncio.run(intake.issue("ml.train", options=TaskOptions()))
+
+
+def test_a_database_error_is_rolled_back_and_the_next_request_is_recorded(
+    gw: InProcessGateway,
+) -> None:
+    """The intake keeps its SQLite connection between requests: a statement that fails
+    must not leave it inside a transaction holding the writer lock, nor lose later work."""
+    intake = TaskIntake(gw.db, gw.outbox, RecordingHub()).start()
+    failures = [1]
+
+    def fail_once(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if failures and statement.lstrip().upper().startswith("INSERT INTO TASKS"):
+            failures.pop()
+            raise sa.exc.OperationalError(statement, None, RuntimeError("disk I/O error"))
+
+    sa.event.listen(gw.db.engine, "before_cursor_execute", fail_once)
+    try:
+
+        async def two() -> list[Any]:
+            first = await asyncio.gather(
+                intake.issue("ml.train", options=TaskOptions()), return_exceptions=True
+            )
+            second = await intake.issue("ml.train", options=TaskOptions())
+            return [*first, second]
+
+        failed, recorded = asyncio.run(two())
+    finally:
+        sa.event.remove(gw.db.engine, "before_cursor_execute", fail_once)
+        intake.stop()
+    assert isinstance(failed, sa.exc.OperationalError) and isinstance(recorded, Task)
+    with gw.db.session() as session:  # another connection writes: the lock was given back
+        session.execute(sa.delete(gw.outbox.table).where(sa.false()))
+        session.commit()
+        stored = list(session.scalars(sa.select(Task.id)))
+        commands = session.scalar(sa.select(sa.func.count()).select_from(gw.outbox.table))
+    assert stored == [recorded.id] and commands == 1  # the failed one left no command behind
