@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from services.gateway.commands import CommandRejected
 from services.gateway.intake import IntakeStopped, TaskIntake
-from services.gateway.models import Task
+from services.gateway.models import Campaign, Task
 from shared.events import TaskOptions
 from tests.support.gateway import InProcessGateway, RecordingHub, in_process_gateway
 
@@ -93,6 +93,28 @@ def test_a_rejected_request_fails_alone_and_the_rest_of_its_group_is_recorded(
         stored = set(session.scalars(sa.select(Task.id)))
         commands = session.scalar(sa.select(sa.func.count()).select_from(gw.outbox.table))
     assert stored == {results[0].id, results[2].id} and commands == 2
+
+
+def test_a_group_with_a_publish_is_recorded_together_through_the_orm(
+    gw: InProcessGateway,
+) -> None:
+    """A `campaign.publish` locks its campaign through the ORM: its group takes a session on
+    the intake's connection and still commits once, the campaign `publishing` with it."""
+    campaign_id = gw.campaign()
+    intake = TaskIntake(gw.db, gw.outbox, RecordingHub())
+    commits = _commits(gw)
+    results = _issue_queued(
+        intake, [("ml.train", {}), ("campaign.publish", {"campaign_id": campaign_id})]
+    )
+    assert all(isinstance(r, Task) for r in results), results
+    assert commits[0] == 1
+    with gw.db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        stored = set(session.scalars(sa.select(Task.id)))
+        commands = session.scalar(sa.select(sa.func.count()).select_from(gw.outbox.table))
+    assert campaign is not None and campaign.status == "publishing"
+    assert campaign.task_id == results[1].id
+    assert stored == {r.id for r in results} and commands == 2
 
 
 def test_a_stopped_intake_refuses_requests(gw: InProcessGateway) -> None:
