@@ -27,8 +27,11 @@ def test_sync_brings_platform_status_and_metrics_into_the_read_model(
     gateway: Gateway, sandbox: Sandbox, publisher: ServiceProcess, sync_worker: ServiceProcess
 ) -> None:
     campaign_id = create_campaign(gateway.client, "meta")
-    assert final_task(gateway, publish(gateway.client, campaign_id))["state"] == "SUCCESS"
-    external_id = gateway.client.get(f"/campaigns/{campaign_id}").json()["external_ids"]["campaign"]
+    published = final_task(gateway, publish(gateway.client, campaign_id))
+    assert published["state"] == "SUCCESS", published
+    # The task's result carries the ids; the campaign row gets them when the read model commits
+    # campaign.published, a few milliseconds after the task shows SUCCESS.
+    external_id = published["result"]["external_ids"]["campaign"]
 
     # The sync service learns the campaign from campaign.published; wait until a sync sees it.
     def synced() -> dict[str, Any] | None:
